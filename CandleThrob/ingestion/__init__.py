@@ -1,0 +1,1 @@
+"""Ingestion pipeline: universe -> coverage -> plan -> fetch -> validate -> store -> report."""

@@ -1,0 +1,1 @@
+"""Test and demo helpers: a Polygon-compatible local server and generated data."""
