@@ -1,0 +1,72 @@
+"""Coverage: which (ticker, session) cells the source was already asked for.
+
+Stored as session intervals per ticker. A cell is *missing* when it lies in the
+ticker's wanted window and no interval covers it, whether or not a bar exists:
+a session on which the vendor has nothing for a ticker is asked once, not
+every night.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+Interval = tuple[dt.date, dt.date]
+
+
+def merge_intervals(intervals: Iterable[Interval], sessions: pd.DatetimeIndex) -> list[Interval]:
+    """Union of intervals, joining those that touch: no session lies between them."""
+    ordered = sorted((a, b) for a, b in intervals if a <= b)
+    merged: list[list[dt.date]] = []
+    values = sessions.values
+    for a, b in ordered:
+        if merged:
+            last_end = merged[-1][1]
+            # sessions strictly between last_end and a
+            lo = np.searchsorted(values, np.datetime64(last_end, "ns"), side="right")
+            hi = np.searchsorted(values, np.datetime64(a, "ns"), side="left")
+            if a <= last_end or hi <= lo:
+                merged[-1][1] = max(last_end, b)
+                continue
+        merged.append([a, b])
+    return [(a, b) for a, b in merged]
+
+
+def missing_sessions(window: pd.DatetimeIndex, covered: Sequence[Interval]) -> pd.DatetimeIndex:
+    """Sessions of ``window`` outside every covered interval."""
+    if not len(covered) or not len(window):
+        return window
+    keep = np.ones(len(window), dtype=bool)
+    values = window.values
+    for a, b in covered:
+        lo = np.searchsorted(values, np.datetime64(a, "ns"), side="left")
+        hi = np.searchsorted(values, np.datetime64(b, "ns"), side="right")
+        keep[lo:hi] = False
+    return window[keep]
+
+
+def missing_cells(tickers: Sequence[str], coverage: Mapping[str, Sequence[Interval]],
+                  sessions: pd.DatetimeIndex, default_start: pd.Timestamp,
+                  explicit_start: Optional[pd.Timestamp] = None,
+                  full_refresh: bool = False) -> dict[str, pd.DatetimeIndex]:
+    """Per ticker, the sessions to fetch.
+
+    The window ends at the last of ``sessions``. It starts at ``explicit_start``
+    when given (a deliberate backfill), else where the ticker's coverage starts,
+    else at ``default_start`` for a ticker never asked before.
+    """
+    out: dict[str, pd.DatetimeIndex] = {}
+    for ticker in tickers:
+        covered = [] if full_refresh else list(coverage.get(ticker, ()))
+        if explicit_start is not None:
+            start = explicit_start
+        elif coverage.get(ticker):
+            start = pd.Timestamp(min(a for a, _ in coverage[ticker]))
+        else:
+            start = default_start
+        window = sessions[sessions >= start]
+        out[ticker] = missing_sessions(window, covered)
+    return out

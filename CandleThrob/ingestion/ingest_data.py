@@ -1,0 +1,236 @@
+"""CandleThrob's entrypoint: bring the daily-bar warehouse up to the last completed NYSE session.
+
+    python -m CandleThrob.ingestion.ingest_data [options]
+    PYTHONPATH=/app python3 /app/CandleThrob/ingestion/ingest_data.py [options]
+
+Exit codes: 0 success; 1 finished but some tickers failed, were quarantined or
+the run stopped at a budget (resumable); 2 bad configuration or usage (nothing
+written); 3 fatal (authentication, database unreachable, no universe); 4 another
+run holds the lock; 130/143 interrupted by SIGINT/SIGTERM (checkpoint kept).
+
+This module also carries the seed's public API, so that existing code keeps
+importing everything from here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+if __package__ in (None, ""):
+    # Run by path (the Kestra task does this): make the package importable and
+    # behave exactly like ``python -m CandleThrob.ingestion.ingest_data``.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    __package__ = "CandleThrob.ingestion"
+
+from dotenv import load_dotenv
+
+from CandleThrob import __version__
+from CandleThrob.ingestion.config import AdvancedBatchConfig, BatchConfig
+from CandleThrob.ingestion.errors import CandleThrobError, ConfigError
+from CandleThrob.ingestion.logs import configure_logging, get_ingestion_logger, scrub
+from CandleThrob.ingestion.monitor import PerformanceMonitor
+from CandleThrob.ingestion.pipeline import CompleteDataIngestion, RunOptions, parse_shard
+from CandleThrob.ingestion.quality import DataQualityValidator
+from CandleThrob.ingestion.ratelimit import RateLimiter
+from CandleThrob.ingestion.retry import retry_on_failure
+from CandleThrob.ingestion.universe import (InvalidTickerError, clean_ticker, get_etf_tickers,
+                                            get_sp500_tickers, parse_ticker_list)
+
+AdvancedCompleteDataIngestion = CompleteDataIngestion
+
+__all__ = [
+    "AdvancedBatchConfig", "BatchConfig", "RateLimiter", "retry_on_failure", "PerformanceMonitor",
+    "DataQualityValidator", "CompleteDataIngestion", "AdvancedCompleteDataIngestion",
+    "clean_ticker", "get_sp500_tickers", "get_etf_tickers", "get_ingestion_logger", "main",
+]
+
+log = get_ingestion_logger("cli")
+DEMO_DATABASE = Path("data") / "candlethrob-demo.db"
+DEMO_TICKERS = 40
+# Demo prices start here whatever today is, so reruns on later days extend the
+# same series instead of generating a different history.
+DEMO_HISTORY_FROM = "2020-01-02"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="candlethrob-ingest",
+        description="Bring the daily OHLCV warehouse up to the last completed NYSE session "
+                    "with the fewest Polygon API calls.",
+        epilog="Exit codes: 0 ok, 1 some tickers failed (resumable), 2 bad configuration, "
+               "3 fatal (key, database, universe), 4 another run holds the lock, 130/143 interrupted.")
+    parser.add_argument("--end", type=_date_arg, help="last session to load (default: the last completed "
+                        "NYSE session, New York time); a weekend or holiday means the session before")
+    parser.add_argument("--start", type=_date_arg, help="history start (default HISTORY_START, else two "
+                        "years before --end); earlier than what is stored backfills the gap")
+    parser.add_argument("--tickers", help="comma-separated tickers: restrict the universe (no constituents fetch)")
+    parser.add_argument("--plan", action="store_true", help="print the planned API calls and their time at "
+                        "the configured rate; fetch and write nothing")
+    parser.add_argument("--full-refresh", action="store_true", help="refetch the whole history of the selected tickers")
+    parser.add_argument("--verify-adjustments", action="store_true", help="compare stored history with a fresh "
+                        "range call per ticker and restate what differs")
+    parser.add_argument("--demo", action="store_true", help="run against the built-in local Polygon-compatible "
+                        "server with generated data (no key needed)")
+    parser.add_argument("--shard", help="process only shard K of N (K/N) of the universe")
+    parser.add_argument("--report", type=Path, help="write the run report as JSON to this path")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text", help="log format on stderr")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (it is off anyway when "
+                        "stderr is not a terminal)")
+    parser.add_argument("--database-url", help="SQLAlchemy URL (overrides DATABASE_URL)")
+    parser.add_argument("--version", action="version", version=f"CandleThrob {__version__}")
+    return parser
+
+
+def _date_arg(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date; expected YYYY-MM-DD") from None
+
+
+def parse_options(args: argparse.Namespace) -> RunOptions:
+    tickers = None
+    if args.tickers:
+        try:
+            tickers = parse_ticker_list(args.tickers)
+        except InvalidTickerError as exc:
+            raise ConfigError(f"--tickers: {exc}") from None
+    if args.start and args.end and args.start > args.end:
+        raise ConfigError(f"--start {args.start} is after --end {args.end}")
+    return RunOptions(end=args.end, start=args.start, tickers=tickers, plan_only=args.plan,
+                      full_refresh=args.full_refresh, verify_adjustments=args.verify_adjustments,
+                      shard=parse_shard(args.shard) if args.shard else None,
+                      progress=not args.no_progress)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_format)
+    load_dotenv(Path.cwd() / ".env", override=False)
+    server = None
+    try:
+        options = parse_options(args)
+        overrides = {"database_url": args.database_url} if args.database_url else {}
+        if args.demo:
+            server, overrides = _start_demo(overrides)
+        config = AdvancedBatchConfig(**overrides)
+        ingestion = CompleteDataIngestion(config, min_sp500_symbols=DEMO_TICKERS if args.demo else 450)
+        if not options.plan_only:
+            ingestion.source  # noqa: B018 - a missing key is a usage error, before any write
+        _install_signal_handlers(ingestion)
+        result = ingestion.run(options)
+    except CandleThrobError as exc:
+        message = scrub(str(exc), _known_secrets())
+        print(f"candlethrob: {message}", file=sys.stderr)
+        return exc.exit_code
+    finally:
+        if server is not None:
+            server.stop()
+    if options.plan_only:
+        print(result["plan_text"])
+        return 0
+    if args.report:
+        write_report(args.report, result, secrets=config.secrets())
+    print(summary(result))
+    _publish_to_kestra(result)
+    return result["exit_code"]
+
+
+def _known_secrets() -> list[str]:
+    names = ("POLYGON_API_KEY", "MASSIVE_API_KEY", "ORACLE_PASSWORD", "ORACLE_WALLET_PASSWORD")
+    return [os.environ[n] for n in names if os.environ.get(n)]
+
+
+def _start_demo(overrides: dict):
+    """The local Polygon-compatible server with generated data, on a free loopback port."""
+    from CandleThrob.ingestion.calendar import TradingCalendar
+    from CandleThrob.testing.datagen import generate_market
+    from CandleThrob.testing.polygon_server import PolygonServer
+
+    today = TradingCalendar().last_final_session(dt.datetime.now(dt.timezone.utc))
+    market = generate_market(DEMO_TICKERS, DEMO_HISTORY_FROM, today, seed=7)
+    server = PolygonServer(market, api_key="demo").start()
+    overrides = {"polygon_api_key": "demo", "polygon_base_url": server.url,
+                 "sp500_url": f"{server.url}/wiki/List_of_S%26P_500_companies",
+                 "rate_limit_seconds": 0, "history_start": None,
+                 "database_url": overrides.get("database_url") or os.environ.get("DATABASE_URL")
+                 or f"sqlite:///{DEMO_DATABASE.as_posix()}"}
+    print(f"demo: local Polygon-compatible server at {server.url} with {DEMO_TICKERS} S&P-like "
+          f"tickers + 20 ETFs", file=sys.stderr)
+    return server, overrides
+
+
+def _install_signal_handlers(ingestion: CompleteDataIngestion) -> None:
+    def handler(signum, _frame):
+        log.warning("signal %d received: finishing the current batch, then stopping", signum)
+        ingestion.request_stop(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, handler)
+        except ValueError:  # not the main thread (embedded use): the caller handles signals
+            pass
+
+
+def write_report(path: Path, result: dict, secrets: Sequence[str] = ()) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = scrub(json.dumps(result, indent=2, default=str, sort_keys=True), secrets)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def summary(result: dict) -> str:
+    calls = result.get("api_calls", 0)
+    by_endpoint = ", ".join(f"{k} {v}" for k, v in sorted(result.get("api_calls_by_endpoint", {}).items()))
+    lines = [
+        f"CandleThrob run {result['run_id']}: {result['status']} (exit {result['exit_code']})",
+        f"  through session {result['end']}: {result['tickers']} tickers, "
+        f"{result['rows_written']} bars written, {result['rows_rejected']} rejected",
+        f"  API calls: {calls}" + (f" ({by_endpoint})" if by_endpoint else "")
+        + f"; planned {result['planned_calls']} ({result['grouped_calls']} grouped, {result['range_calls']} range)",
+        f"  time {result['seconds']:.1f} s, peak memory {result['peak_rss_mb']:.0f} MB",
+        f"  data: {result['database']}",
+    ]
+    if result["planned_calls"] == 0 and not result.get("restated") and result["status"] == "success":
+        lines.insert(1, "  already up to date: nothing new to fetch, nothing written")
+    if result["tickers_failed"]:
+        lines.append(f"  failed or quarantined: {', '.join(result['tickers_failed'][:20])}"
+                     + (" ..." if len(result["tickers_failed"]) > 20 else ""))
+    if result.get("stopped"):
+        lines.append(f"  stopped early ({result['stopped']}): {result['remaining_calls']} calls left; "
+                     "the next run resumes")
+    if result.get("error"):
+        lines.append(f"  error: {result['error']}")
+    return "\n".join(lines)
+
+
+def _publish_to_kestra(result: dict) -> None:
+    """Inside a Kestra task, publish outputs and metrics; elsewhere stay silent."""
+    if not os.environ.get("KESTRA_EXECUTION_ID") and not os.environ.get("KESTRA_WORKER_ID"):
+        return
+    try:
+        from kestra import Kestra
+    except ImportError:
+        return
+    Kestra.outputs({"run_id": result["run_id"], "status": result["status"], "exit_code": result["exit_code"]})
+    Kestra.counter("rows_written", result["rows_written"])
+    Kestra.counter("rows_rejected", result["rows_rejected"])
+    Kestra.counter("api_calls", result["api_calls"])
+    Kestra.timer("duration", result["seconds"])
+
+
+def console_main() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

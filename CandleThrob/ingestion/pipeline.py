@@ -1,0 +1,659 @@
+"""The orchestrator: universe -> coverage -> plan -> fetch -> validate -> store -> report.
+
+``CompleteDataIngestion`` only wires the stages. Clock, calendar, source,
+warehouse and universe fetcher are injected (defaults are built from the
+config), so each stage can be tested alone and the whole against a local
+Polygon-compatible server.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import pandas as pd
+
+from CandleThrob import __version__
+
+from .bars import concat_bars
+from .calendar import TradingCalendar
+from .config import AdvancedBatchConfig
+from .coverage import merge_intervals, missing_cells
+from .engine import create_db_engine
+from .errors import (CandleThrobError, ConfigError, FatalError, InterruptedRun, RetriableError,
+                     SkippableError, UniverseUnavailableError)
+from .lock import RunLock
+from .logs import get_ingestion_logger, set_run_context
+from .monitor import MemoryBudget, PerformanceMonitor
+from .planner import GroupedCall, Plan, RangeCall, plan_calls
+from .progress import Progress
+from .quality import DataQualityValidator
+from .ratelimit import RateLimiter
+from .retry import RetryPolicy
+from .source import PolygonSource
+from .storage import Warehouse, utcnow
+from .universe import ETF_TICKERS, MIN_SP500_SYMBOLS, UniverseError, fetch_constituents
+
+log = get_ingestion_logger("pipeline")
+
+# A grouped day holding fewer than this share of a normal day's tickers is a
+# vendor glitch to retry, not a day on which most of the market did not trade.
+GROUPED_MIN_SHARE = 0.5
+LAST_SPLIT_CHECK = "last_split_check"
+GROUPED_TYPICAL = "grouped_typical_tickers"
+
+
+@dataclass
+class RunOptions:
+    end: Optional[dt.date] = None
+    start: Optional[dt.date] = None
+    tickers: Optional[list[str]] = None
+    plan_only: bool = False
+    full_refresh: bool = False
+    shard: Optional[tuple[int, int]] = None  # (k, n), 1-based
+    verify_adjustments: bool = False
+    progress: bool = False
+
+
+@dataclass
+class TickerOutcome:
+    """What one run did for one ticker; becomes its ``ingestion_audit`` row."""
+
+    ticker: str
+    status: str = "ok"  # ok | failed | quarantined | skipped
+    bars_fetched: int = 0
+    bars_written: int = 0
+    bars_rejected: int = 0
+    quality_score: Optional[float] = None
+    first_date: Optional[dt.date] = None
+    last_date: Optional[dt.date] = None
+    api_calls: int = 0
+    duration_s: float = 0.0
+    error: Optional[str] = None
+    flags: dict = field(default_factory=dict)
+
+    def add_dates(self, first: Optional[pd.Timestamp], last: Optional[pd.Timestamp]) -> None:
+        if first is not None and not pd.isna(first):
+            day = pd.Timestamp(first).date()
+            self.first_date = min(self.first_date, day) if self.first_date else day
+        if last is not None and not pd.isna(last):
+            day = pd.Timestamp(last).date()
+            self.last_date = max(self.last_date, day) if self.last_date else day
+
+    def flag(self, key: str, values: Iterable, cap: int = 50) -> None:
+        items = self.flags.setdefault(key, [])
+        for value in values:
+            if len(items) < cap:
+                items.append(value)
+        self.flags[f"{key}_count"] = self.flags.get(f"{key}_count", 0) + len(list(values)) \
+            if not isinstance(values, list) else self.flags.get(f"{key}_count", 0) + len(values)
+
+    def row(self, run_id: str) -> dict:
+        return {"run_id": run_id, "ticker": self.ticker, "status": self.status,
+                "bars_fetched": self.bars_fetched, "bars_written": self.bars_written,
+                "bars_rejected": self.bars_rejected, "quality_score": self.quality_score,
+                "first_date": self.first_date, "last_date": self.last_date,
+                "api_calls": self.api_calls, "duration_s": round(self.duration_s, 3),
+                "error": (self.error or None) and self.error[:2000], "flags": self.flags}
+
+
+@dataclass
+class CallResult:
+    call: Any
+    bars: Optional[pd.DataFrame] = None
+    error: Optional[Exception] = None
+    seconds: float = 0.0
+
+
+def shard_of(ticker: str, shards: int) -> int:
+    """1-based shard of a ticker: a stable hash, so membership changes move few tickers."""
+    return zlib.crc32(ticker.encode("utf-8")) % shards + 1
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {text!r} is not allowed: expected K/N with 1 <= K <= N, e.g. 2/4") from None
+    if not 1 <= k <= n:
+        raise ConfigError(f"--shard {text!r} is not allowed: expected K/N with 1 <= K <= N, e.g. 2/4")
+    return k, n
+
+
+class CompleteDataIngestion:
+    """Brings the warehouse up to the last completed NYSE session."""
+
+    def __init__(self, config: Optional[AdvancedBatchConfig] = None, *,
+                 warehouse: Optional[Warehouse] = None, source: Optional[PolygonSource] = None,
+                 calendar: Optional[TradingCalendar] = None,
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+                 universe_fetcher: Optional[Callable[[], pd.DataFrame]] = None,
+                 min_sp500_symbols: int = MIN_SP500_SYMBOLS,
+                 stop_event: Optional[threading.Event] = None):
+        self.config = config or AdvancedBatchConfig()
+        self.calendar = calendar or TradingCalendar()
+        self.clock = clock
+        self.stop_event = stop_event or threading.Event()
+        self.stop_signal: Optional[int] = None
+        self.performance_monitor = PerformanceMonitor(enabled=self.config.enable_performance_monitoring)
+        self.validator = DataQualityValidator(self.calendar, min_score=self.config.min_data_quality_score)
+        self._warehouse = warehouse
+        self._source = source
+        self.universe_fetcher = universe_fetcher or (
+            lambda: fetch_constituents(self.config.sp500_url, min_symbols=min_sp500_symbols))
+        self.memory_budget = MemoryBudget(self.config.max_memory_usage)
+        self.run_id: Optional[str] = None
+        self.outcomes: dict[str, TickerOutcome] = {}
+        self.last_result: Optional[dict] = None
+
+    # ---- injected collaborators, built on first use --------------------------------
+    @property
+    def warehouse(self) -> Warehouse:
+        if self._warehouse is None:
+            warehouse = Warehouse(create_db_engine(self.config))
+            warehouse.create_schema()
+            self._warehouse = warehouse
+        return self._warehouse
+
+    @property
+    def source(self) -> PolygonSource:
+        if self._source is None:
+            if not self.config.polygon_api_key:
+                raise ConfigError("POLYGON_API_KEY is not set. Put your Polygon/Massive key in the "
+                                  "environment or in .env (POLYGON_API_KEY=...), or try the built-in "
+                                  "demo: python -m CandleThrob.ingestion.ingest_data --demo")
+            interruptible_sleep = self._sleep
+            limiter = RateLimiter.from_seconds(self.config.rate_limit_seconds, sleep=interruptible_sleep)
+            policy = RetryPolicy(max_retries=self.config.max_retries, base_delay=self.config.retry_delay,
+                                 sleep=interruptible_sleep)
+            self._source = PolygonSource(self.config.polygon_api_key, self.config.polygon_base_url,
+                                         rate_limiter=limiter, retry_policy=policy,
+                                         timeout=self.config.request_timeout,
+                                         pool_size=max(4, self.config.workers))
+        return self._source
+
+    def _sleep(self, seconds: float) -> None:
+        """Waits that a stop request cuts short (a rate-limit pause can be a minute)."""
+        if self.stop_event.wait(seconds):
+            raise InterruptedRun(self.stop_signal or 15)
+
+    def request_stop(self, signum: int) -> None:
+        self.stop_signal = signum
+        self.stop_event.set()
+
+    # ---- the seed's public API -------------------------------------------------------
+    def update_ticker_data(self, ticker: str) -> bool:
+        """Bring one ticker up to date; True when it ended complete and valid."""
+        result = self.run(RunOptions(tickers=[ticker]))
+        return result["exit_code"] == 0
+
+    def process_batch(self, tickers: Sequence[str]) -> dict:
+        """Bring the given tickers up to date; the run summary."""
+        return self.run(RunOptions(tickers=list(tickers)))
+
+    def process_all_tickers(self) -> dict:
+        """Bring the whole universe (S&P 500 + ETFs) up to date; the run summary."""
+        return self.run(RunOptions())
+
+    # ---- a run ----------------------------------------------------------------------
+    def resolve_end(self, end: Optional[dt.date]) -> pd.Timestamp:
+        final = self.calendar.last_final_session(self.clock())
+        if end is None:
+            return final
+        wanted = pd.Timestamp(end)
+        # An --end on a weekend or holiday means the session before it.
+        return min(self.calendar.session_on_or_before(wanted), final) if wanted <= final + pd.Timedelta(days=366) \
+            else final
+
+    def default_start(self, end: pd.Timestamp) -> pd.Timestamp:
+        if self.config.history_start:
+            return pd.Timestamp(self.config.history_start)
+        return end - pd.DateOffset(years=2) + pd.Timedelta(days=1)
+
+    def resolve_universe(self, options: RunOptions) -> list[str]:
+        if options.tickers:
+            return list(options.tickers)
+        try:
+            constituents = self.universe_fetcher()
+        except UniverseError as exc:
+            stored = self.warehouse.universe(active_only=True)
+            if stored.empty:
+                raise UniverseUnavailableError(
+                    f"cannot build the ticker universe: {exc}; and no universe is stored yet. "
+                    "Pass --tickers A,B,... to choose tickers yourself.") from None
+            log.warning("constituents page unavailable (%s); using the %d stored members", exc, len(stored))
+            return list(stored["ticker"])
+        members = pd.concat([
+            constituents.assign(kind="sp500")[["ticker", "name", "sector", "kind"]],
+            pd.DataFrame({"ticker": list(ETF_TICKERS), "name": None, "sector": "ETF", "kind": "etf"}),
+        ], ignore_index=True).drop_duplicates("ticker")
+        if not options.plan_only:
+            changes = self.warehouse.sync_universe(members, self.clock().date(), kinds=("sp500", "etf"))
+            if changes["added"] or changes["removed"]:
+                log.info("universe: %d added %s, %d removed %s", len(changes["added"]),
+                         changes["added"][:10], len(changes["removed"]), changes["removed"][:10])
+            return list(self.warehouse.universe(active_only=True)["ticker"])
+        return list(members["ticker"])
+
+    def make_plan(self, universe: Sequence[str], options: RunOptions, end: pd.Timestamp
+                  ) -> tuple[Plan, dict[str, pd.DatetimeIndex]]:
+        coverage = self.warehouse.coverage()
+        default_start = self.default_start(end)
+        explicit = pd.Timestamp(options.start) if options.start else None
+        earliest = min([default_start] + ([explicit] if explicit is not None else []) +
+                       [pd.Timestamp(a) for spans in coverage.values() for a, _ in spans])
+        sessions = self.calendar.sessions_in_range(earliest, end)
+        missing = missing_cells(universe, coverage, sessions, default_start, explicit, options.full_refresh)
+        return plan_calls(missing, sessions), missing
+
+    def run(self, options: Optional[RunOptions] = None) -> dict:
+        options = options or RunOptions()
+        started = time.monotonic()
+        self.outcomes = {}
+        end = self.resolve_end(options.end)
+        universe = self.resolve_universe(options)
+        selected = [t for t in universe if options.shard is None or shard_of(t, options.shard[1]) == options.shard[0]]
+        plan, missing = self.make_plan(universe if options.shard else selected, options, end)
+        plan = self._share_of(plan, options.shard, set(selected)) if options.shard else plan
+        if options.plan_only:
+            return self._plan_result(plan, end, selected)
+
+        self.run_id = str(uuid.uuid4())
+        set_run_context(self.run_id, self.config.secrets())
+        lock = RunLock(self.warehouse, self.run_id,
+                       name=f"shard-{options.shard[0]}-of-{options.shard[1]}" if options.shard else "main")
+        lock.acquire()
+        try:
+            return self._locked_run(options, lock, end, universe, selected, plan, missing, started)
+        finally:
+            lock.release()
+
+    def _share_of(self, plan: Plan, shard: tuple[int, int], mine: set[str]) -> Plan:
+        """A shard's part of the global plan: its tickers' range calls and every
+        N-th grouped day, so N shards together make the calls of one run."""
+        k, n = shard
+        grouped = [call for i, call in enumerate(plan.grouped) if i % n == k - 1]
+        ranges = [call for call in plan.ranges if call.ticker in mine]
+        return Plan(grouped=grouped, ranges=ranges, missing_cells=plan.missing_cells, sessions=plan.sessions)
+
+    def _plan_result(self, plan: Plan, end: pd.Timestamp, selected: Sequence[str]) -> dict:
+        text = plan.describe(self.config.rate_limit_seconds)
+        return {"status": "plan", "exit_code": 0, "end": end.date().isoformat(), "tickers": len(selected),
+                "calls": plan.calls, "grouped_calls": len(plan.grouped), "range_calls": len(plan.ranges),
+                "missing_cells": plan.missing_cells, "plan_text": text}
+
+    def _locked_run(self, options, lock, end, universe, selected, plan, missing, started) -> dict:
+        wh = self.warehouse
+        host = socket.gethostname()
+        wh.start_run({"run_id": self.run_id, "status": "running", "started_at": utcnow(), "host": host,
+                      "pid": os.getpid(),
+                      "shard": f"{options.shard[0]}/{options.shard[1]}" if options.shard else None,
+                      "end_date": end.date(), "tickers_total": len(selected),
+                      "parameters": json.dumps({"options": _jsonable(options.__dict__),
+                                                "config": self.config.redacted()}, default=str),
+                      "version": __version__})
+        for ticker in selected:
+            self.outcomes[ticker] = TickerOutcome(ticker)
+        state = {"status": "running", "error": None, "stopped": None, "remaining_calls": 0,
+                 "restated": {}, "exit_code": 0}
+        try:
+            with self.performance_monitor.monitor_operation("complete_ingestion"):
+                if options.verify_adjustments:
+                    self._verify_adjustments(lock, selected, end, state)
+                elif plan.calls and (options.shard is None or options.shard[0] == 1):
+                    self._apply_new_splits(lock, universe, end, state)
+                    # Restated tickers were refetched through ``end``: replan without them.
+                    if state["restated"]:
+                        plan, missing = self.make_plan(universe if options.shard else selected, options, end)
+                        if options.shard:
+                            plan = self._share_of(plan, options.shard, set(selected))
+                if not options.verify_adjustments:
+                    self._execute(plan, missing, set(universe), end, lock, options, state, started)
+        except InterruptedRun as exc:
+            state.update(status="interrupted", error=str(exc), exit_code=exc.exit_code)
+        except FatalError as exc:
+            state.update(status="failed", error=str(exc), exit_code=exc.exit_code)
+        except CandleThrobError as exc:
+            state.update(status="failed", error=str(exc), exit_code=exc.exit_code)
+        except Exception as exc:  # an unforeseen bug: record it, then let it surface
+            state.update(status="failed", error=f"{exc.__class__.__name__}: {exc}", exit_code=1)
+            self._finish(state, started, end, plan, selected)
+            raise
+        return self._finish(state, started, end, plan, selected)
+
+    # ---- splits -----------------------------------------------------------------------
+    def _apply_new_splits(self, lock: RunLock, universe: Sequence[str], end: pd.Timestamp, state: dict) -> None:
+        wh = self.warehouse
+        since_text = wh.get_state(LAST_SPLIT_CHECK)
+        since = dt.date.fromisoformat(since_text) if since_text else None
+        if since is not None and since >= end.date():
+            return
+        coverage = wh.coverage()
+        if not coverage:
+            # Nothing stored yet: every bar will be fetched already adjusted.
+            with wh.transaction() as conn:
+                lock.assert_held(conn)
+                wh.set_state(conn, LAST_SPLIT_CHECK, end.date().isoformat())
+            return
+        splits = self.source.fetch_splits(since, end.date())
+        members = set(universe)
+        relevant = [s for s in splits if s["ticker"] in members]
+        with wh.transaction() as conn:
+            lock.assert_held(conn)
+            fresh = wh.record_splits(conn, relevant)
+            wh.set_state(conn, LAST_SPLIT_CHECK, end.date().isoformat())
+        affected = sorted({s["ticker"] for s in fresh})
+        for ticker in affected:
+            span = wh.stored_span(ticker)
+            when = [s["execution_date"] for s in fresh if s["ticker"] == ticker]
+            if span is None or span[0] >= max(when):
+                continue  # nothing stored before the split: nothing on the old basis
+            self._restate(lock, ticker, span[0], end, state, reason=f"split on {', '.join(map(str, when))}")
+
+    def _restate(self, lock: RunLock, ticker: str, start: dt.date, end: pd.Timestamp, state: dict,
+                 reason: str, compare: bool = False) -> int:
+        """Refetch a ticker's history with one range call and replace it in one
+        transaction. With ``compare``, only when the fresh history differs."""
+        wh = self.warehouse
+        outcome = self.outcomes.setdefault(ticker, TickerOutcome(ticker))
+        began = time.monotonic()
+        try:
+            fresh = self.source.fetch_range(ticker, start, end.date())
+        except (SkippableError, RetriableError) as exc:
+            outcome.status, outcome.error = "failed", f"restatement failed: {exc}"
+            return 0
+        finally:
+            outcome.api_calls += 1
+        fresh = fresh.assign(source="range")
+        result = self.validator.check(fresh, end=end, splits=self._split_dates())
+        changed = len(fresh)
+        if compare:
+            changed = _count_changed(wh.bars([ticker], start, end.date()), result.accepted)
+            if changed == 0:
+                outcome.flags["verified_unchanged"] = True
+                outcome.duration_s += time.monotonic() - began
+                return 0
+        with wh.transaction() as conn:
+            lock.assert_held(conn)
+            deleted, written = wh.replace_history(conn, ticker, start, end.date(), result.accepted, self.run_id)
+            wh.write_rejected(conn, result.rejected, self.run_id)
+            wh.add_coverage(conn, {ticker: [(start, end.date())]}, self.run_id, self._merge)
+            wh.mark_split_applied(conn, ticker, self.run_id)
+            outcome.bars_fetched += len(fresh)
+            outcome.bars_written += written
+            outcome.bars_rejected += len(result.rejected)
+            outcome.flags.setdefault("restated", []).append(
+                {"reason": reason, "from": str(start), "to": str(end.date()),
+                 "bars_replaced": int(deleted), "bars_changed": int(changed)})
+            outcome.duration_s += time.monotonic() - began
+            wh.write_audit(conn, [outcome.row(self.run_id)])
+        state["restated"][ticker] = changed
+        log.info("restated %s from %s to %s (%s): %d bars changed", ticker, start, end.date(), reason, changed)
+        return changed
+
+    def _verify_adjustments(self, lock: RunLock, tickers: Sequence[str], end: pd.Timestamp, state: dict) -> None:
+        for ticker in tickers:
+            self._check_stop()
+            span = self.warehouse.stored_span(ticker)
+            if span is not None:
+                self._restate(lock, ticker, span[0], min(end, pd.Timestamp(span[1])), state,
+                              reason="verify-adjustments", compare=True)
+
+    def _split_dates(self) -> dict[str, set]:
+        return {t: {pd.Timestamp(d) for d in days} for t, days in self.warehouse.known_splits().items()}
+
+    # ---- fetch, validate, store --------------------------------------------------------
+    def _merge(self, intervals):
+        return merge_intervals(intervals, self._sessions)
+
+    def _execute(self, plan: Plan, missing: dict[str, pd.DatetimeIndex], universe: set[str],
+                 end: pd.Timestamp, lock: RunLock, options: RunOptions, state: dict, started: float) -> None:
+        self._sessions = plan.sessions
+        calls: list = list(plan.grouped) + list(plan.ranges)
+        # Cells each grouped day must fill: the tickers missing that session.
+        wanted_on: dict[pd.Timestamp, set[str]] = {}
+        for ticker, days in missing.items():
+            for day in days:
+                wanted_on.setdefault(day, set()).add(ticker)
+        typical = int(self.warehouse.get_state(GROUPED_TYPICAL) or 0)
+        previous = self.warehouse.latest_closes()
+        splits = self._split_dates()
+        batch_size = self.config.batch_size
+        progress = Progress(total=len(calls), enabled=options.progress)
+        try:
+            for first in range(0, len(calls), batch_size):
+                if time.monotonic() - started >= self.config.max_processing_time:
+                    state["stopped"] = "max_processing_time"
+                    state["remaining_calls"] = len(calls) - first
+                    log.warning("MAX_PROCESSING_TIME (%.0f s) reached: %d calls left for the next run",
+                                self.config.max_processing_time, len(calls) - first)
+                    return
+                if self.memory_budget.exceeded():
+                    state["stopped"] = "max_memory_usage"
+                    state["remaining_calls"] = len(calls) - first
+                    log.warning("memory at %.0f MB, near MAX_MEMORY_USAGE (%.0f MB): stopping with %d calls left",
+                                self.memory_budget.rss_mb(), self.config.max_memory_usage, len(calls) - first)
+                    return
+                batch = calls[first:first + batch_size]
+                results = self._fetch(batch, typical)
+                typical = max([typical] + [len(r.bars) for r in results
+                                           if isinstance(r.call, GroupedCall) and r.bars is not None])
+                self._store(results, wanted_on, universe, end, lock, previous, splits, typical)
+                progress.update(len(batch), bars=sum(len(r.bars) for r in results if r.bars is not None),
+                                api_calls=self.source.total_calls)
+                self._check_stop()
+        except InterruptedRun:
+            state["remaining_calls"] = len(calls)
+            raise
+        finally:
+            progress.close()
+
+    def _check_stop(self) -> None:
+        if self.stop_event.is_set():
+            raise InterruptedRun(self.stop_signal or 15)
+
+    def _fetch(self, batch: list, typical: int) -> list[CallResult]:
+        min_tickers = max(1, int(typical * GROUPED_MIN_SHARE))
+
+        def one(call) -> CallResult:
+            began = time.monotonic()
+            try:
+                self._check_stop()
+                if isinstance(call, GroupedCall):
+                    bars = self.source.fetch_grouped(call.session.date(), min_tickers=min_tickers)
+                else:
+                    bars = self.source.fetch_range(call.ticker, call.start.date(), call.end.date())
+                return CallResult(call, bars=bars, seconds=time.monotonic() - began)
+            except (SkippableError, RetriableError) as exc:
+                return CallResult(call, error=exc, seconds=time.monotonic() - began)
+
+        workers = min(self.config.workers, len(batch))
+        if workers <= 1:
+            results = []
+            for call in batch:
+                results.append(one(call))
+            return results
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
+            futures = [pool.submit(one, call) for call in batch]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                self.stop_event.set()  # wake the other workers' waits, then leave
+                for f in futures:
+                    f.cancel()
+                raise
+
+    def _store(self, results: list[CallResult], wanted_on: dict, universe: set[str], end: pd.Timestamp,
+               lock: RunLock, previous: dict, splits: dict, typical: int) -> None:
+        frames, coverage = [], {}
+        for result in results:
+            call = result.call
+            if isinstance(call, GroupedCall):
+                wanted = wanted_on.get(call.session, set())
+                if result.error is not None:
+                    for ticker in wanted & self.outcomes.keys():
+                        self.outcomes[ticker].flag("grouped_days_failed", [str(call.session.date())])
+                    log.error("grouped day %s failed: %s", call.session.date(), result.error)
+                    continue
+                bars = result.bars[result.bars["ticker"].isin(wanted)]
+                absent = sorted(wanted - set(bars["ticker"]))
+                for ticker in absent:
+                    if ticker in self.outcomes:
+                        self.outcomes[ticker].flag("absent_from_grouped_day", [str(call.session.date())])
+                frames.append(bars.assign(source="grouped"))
+                day = call.session.date()
+                for ticker in wanted:
+                    coverage.setdefault(ticker, []).append((day, day))
+            else:
+                outcome = self.outcomes.setdefault(call.ticker, TickerOutcome(call.ticker))
+                outcome.api_calls += 1
+                outcome.duration_s += result.seconds
+                if result.error is not None:
+                    outcome.status = "failed"
+                    outcome.error = str(result.error)
+                    log.error("%s: %s", call.ticker, result.error)
+                    continue
+                frames.append(result.bars.assign(source="range"))
+                coverage.setdefault(call.ticker, []).append((call.start.date(), call.end.date()))
+        bars = concat_bars(frames)
+        if "source" not in bars:
+            bars = bars.assign(source=pd.Series(dtype=object))
+        check = self.validator.check(bars, end=end, splits=splits, previous_close=previous)
+        quarantined = check.quarantine_low_scores()
+        for ticker in quarantined:
+            coverage.pop(ticker, None)  # asked again next run: the vendor may have fixed it
+        with self.warehouse.transaction() as conn:
+            lock.assert_held(conn)
+            written = self.warehouse.write_bars(conn, check.accepted, self.run_id)
+            self.warehouse.write_rejected(conn, check.rejected, self.run_id)
+            self.warehouse.add_coverage(conn, coverage, self.run_id, self._merge)
+            if typical:
+                self.warehouse.set_state(conn, GROUPED_TYPICAL, str(typical))
+            touched = self._account(check, quarantined, bars)
+            if self.config.enable_audit_trail and touched:
+                self.warehouse.write_audit(conn, [self.outcomes[t].row(self.run_id) for t in sorted(touched)])
+            self.warehouse.update_run(self.run_id, self._totals(), conn=conn)
+        if written:
+            last = check.accepted.sort_values("trade_date").groupby("ticker").tail(1)
+            for ticker, day, close in zip(last["ticker"], last["trade_date"], last["close"]):
+                if ticker not in previous or previous[ticker][0] < day:
+                    previous[ticker] = (day, float(close))
+
+    def _account(self, check, quarantined: list[str], bars: pd.DataFrame) -> set[str]:
+        touched = set()
+        fetched = bars["ticker"].value_counts().to_dict()
+        accepted = check.accepted["ticker"].value_counts().to_dict()
+        rejected = check.rejected["ticker"].value_counts().to_dict()
+        for ticker, quality in check.tickers.items():
+            outcome = self.outcomes.setdefault(ticker, TickerOutcome(ticker))
+            touched.add(ticker)
+            outcome.bars_fetched += int(fetched.get(ticker, 0))
+            outcome.bars_written += int(accepted.get(ticker, 0))
+            outcome.bars_rejected += int(rejected.get(ticker, 0))
+            outcome.quality_score = quality.score if outcome.quality_score is None \
+                else min(outcome.quality_score, quality.score)
+            outcome.add_dates(quality.first_date, quality.last_date)
+            if quality.missing_sessions:
+                outcome.flag("missing_sessions", [str(d.date()) for d in quality.missing_sessions])
+            if quality.big_moves:
+                outcome.flag("big_moves", [{"date": str(d.date()), "ratio": round(r, 6)}
+                                           for d, r in quality.big_moves])
+                log.warning("%s: one-day move beyond 50%% with no split on record on %s", ticker,
+                            ", ".join(str(d.date()) for d, _ in quality.big_moves))
+            if quality.split_like_moves:
+                outcome.flag("split_like_moves", [{"date": str(d.date()), "split_from": a, "split_to": b}
+                                                  for d, a, b in quality.split_like_moves])
+            if quality.reasons_count:
+                outcome.flags["rejected_reasons"] = {
+                    k: outcome.flags.get("rejected_reasons", {}).get(k, 0) + v
+                    for k, v in {**outcome.flags.get("rejected_reasons", {}), **quality.reasons_count}.items()}
+        for ticker in quarantined:
+            outcome = self.outcomes[ticker]
+            outcome.status = "quarantined"
+            outcome.error = (f"quality score {check.tickers[ticker].score:.4f} below "
+                             f"MIN_DATA_QUALITY_SCORE {self.config.min_data_quality_score}")
+            log.error("%s quarantined: %s", ticker, outcome.error)
+        for ticker in check.rejected["ticker"].unique():
+            touched.add(ticker)
+        return touched
+
+    def _totals(self) -> dict:
+        outcomes = self.outcomes.values()
+        return {"tickers_ok": sum(o.status == "ok" for o in outcomes),
+                "tickers_failed": sum(o.status in ("failed", "quarantined") for o in outcomes),
+                "rows_written": sum(o.bars_written for o in outcomes),
+                "rows_rejected": sum(o.bars_rejected for o in outcomes),
+                "api_calls": self.source.total_calls if self._source is not None else 0}
+
+    # ---- the end of a run -------------------------------------------------------------
+    def _finish(self, state: dict, started: float, end: pd.Timestamp, plan: Plan, selected) -> dict:
+        failed = sorted(t for t, o in self.outcomes.items() if o.status in ("failed", "quarantined"))
+        status = state["status"]
+        exit_code = state["exit_code"]
+        if status == "running":
+            if failed or state["stopped"]:
+                status, exit_code = "partial", 1
+            else:
+                status, exit_code = "success", 0
+        totals = self._totals()
+        try:
+            self.warehouse.update_run(self.run_id, {**totals, "status": status, "finished_at": utcnow(),
+                                                    "error": (state["error"] or None) and state["error"][:2000]})
+        except Exception as exc:  # the database itself may be what failed
+            log.error("could not record the run's end: %s", exc)
+        source = self._source
+        result = {
+            "run_id": self.run_id, "status": status, "exit_code": exit_code,
+            "end": end.date().isoformat(), "tickers": len(selected),
+            "tickers_failed": failed, "error": state["error"], "stopped": state["stopped"],
+            "remaining_calls": state["remaining_calls"],
+            "planned_calls": plan.calls, "grouped_calls": len(plan.grouped), "range_calls": len(plan.ranges),
+            "missing_cells": plan.missing_cells, **totals,
+            "api_calls_by_endpoint": dict(source.calls) if source else {},
+            "failed_api_calls": dict(source.failed_calls) if source else {},
+            "retries_by_category": {getattr(k, "value", str(k)): v
+                                    for k, v in source.retry_policy.stats.items()} if source else {},
+            "rate_limited": source.rate_limiter.rate_limited_count if source else 0,
+            "restated": state["restated"],
+            "seconds": round(time.monotonic() - started, 3),
+            "peak_rss_mb": round(self.performance_monitor.peak_rss_mb(), 1),
+            "database": self.warehouse.describe(),
+            "outcomes": {t: {k: v for k, v in o.row(self.run_id).items() if k != "run_id"}
+                         for t, o in sorted(self.outcomes.items())},
+            "metrics": self.performance_monitor.snapshot(),
+        }
+        self.last_result = result
+        return result
+
+
+def _count_changed(stored: pd.DataFrame, fresh: pd.DataFrame, tolerance: float = 1e-9) -> int:
+    """Bars that differ between stored and fresh history (values, or present in one only)."""
+    cols = ["open", "high", "low", "close", "volume"]
+    left = stored.set_index("trade_date")[cols]
+    right = fresh.set_index("trade_date")[cols]
+    joined = left.join(right, how="outer", lsuffix="_s", rsuffix="_f")
+    differs = pd.Series(False, index=joined.index)
+    for c in cols:
+        a, b = joined[f"{c}_s"], joined[f"{c}_f"]
+        differs |= a.isna() ^ b.isna()
+        differs |= ((a - b).abs() > tolerance * b.abs().clip(lower=1)).fillna(False)
+    return int(differs.sum())
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (dt.date, pd.Timestamp)):
+        return str(value)
+    return value

@@ -1,0 +1,315 @@
+"""Everything the pipeline reads from and writes to the warehouse.
+
+Reads are single queries (coverage, latest closes, universe, splits). Writes
+happen in ``Warehouse.transaction()``: each batch commits its bars, rejected
+bars, audit rows, coverage (the checkpoint) and lock heartbeat together, so a
+killed run leaves either all of a batch or none of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
+
+import pandas as pd
+from sqlalchemy import and_, delete, func, insert, select, text, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from . import bulk
+from .errors import DatabaseUnavailableError
+from .schema import (ingestion_audit, ingestion_coverage, ingestion_runs, ingestion_state,
+                     metadata, rejected_bars, stock_splits, ticker_data, ticker_universe)
+
+Interval = tuple[dt.date, dt.date]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+def _date(value: Any) -> Optional[dt.date]:
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, pd.Timestamp):
+        return None if pd.isna(value) else value.date()
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+class Warehouse:
+    """The SQL side of CandleThrob, over one SQLAlchemy engine."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.backend = engine.dialect.name
+
+    # ---- lifecycle -------------------------------------------------------
+    def create_schema(self) -> None:
+        try:
+            metadata.create_all(self.engine, checkfirst=True)
+        except OperationalError as exc:
+            raise DatabaseUnavailableError(
+                f"cannot reach the database ({self.describe()}): {exc.orig}") from None
+        except DBAPIError as exc:
+            if self._is_connection_error(exc):
+                raise DatabaseUnavailableError(
+                    f"cannot reach the database ({self.describe()}): {exc.orig}") from None
+            raise
+
+    @staticmethod
+    def _is_connection_error(exc: DBAPIError) -> bool:
+        return bool(getattr(exc, "connection_invalidated", False)) or \
+            exc.orig.__class__.__name__ in ("OperationalError", "InterfaceError", "DatabaseError")
+
+    def describe(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def serialize_coverage_writes(self, conn: Connection) -> None:
+        """Coverage rows are read-merged-written; concurrent shards must take turns.
+        SQLite already serialises writers (BEGIN IMMEDIATE)."""
+        if self.backend == "postgresql":
+            conn.exec_driver_sql("LOCK TABLE ingestion_coverage IN SHARE ROW EXCLUSIVE MODE")
+        elif self.backend == "oracle":
+            conn.exec_driver_sql("LOCK TABLE ingestion_coverage IN EXCLUSIVE MODE")
+
+    # ---- coverage (the checkpoint) ---------------------------------------
+    def coverage(self, tickers: Optional[Iterable[str]] = None) -> dict[str, list[Interval]]:
+        query = select(ingestion_coverage.c.ticker, ingestion_coverage.c.covered_from,
+                       ingestion_coverage.c.covered_to).order_by(
+            ingestion_coverage.c.ticker, ingestion_coverage.c.covered_from)
+        out: dict[str, list[Interval]] = {}
+        wanted = set(tickers) if tickers is not None else None
+        with self.engine.connect() as conn:
+            for ticker, start, end in conn.execute(query):
+                if wanted is None or ticker in wanted:
+                    out.setdefault(ticker, []).append((_date(start), _date(end)))
+        return out
+
+    def add_coverage(self, conn: Connection, new: Mapping[str, Sequence[Interval]], run_id: str,
+                     merge: Callable[[list[Interval]], list[Interval]]) -> None:
+        """Union ``new`` intervals into the stored ones (merged by ``merge``)."""
+        if not new:
+            return
+        self.serialize_coverage_writes(conn)
+        tickers = sorted(new)
+        existing: dict[str, list[Interval]] = {t: [] for t in tickers}
+        for chunk in _chunks(tickers, 500):
+            rows = conn.execute(select(ingestion_coverage.c.ticker, ingestion_coverage.c.covered_from,
+                                       ingestion_coverage.c.covered_to)
+                                .where(ingestion_coverage.c.ticker.in_(chunk)))
+            for ticker, start, end in rows:
+                existing[ticker].append((_date(start), _date(end)))
+        replace: list[dict] = []
+        changed: list[str] = []
+        for ticker in tickers:
+            merged = merge(existing[ticker] + list(new[ticker]))
+            if merged != sorted(existing[ticker]):
+                changed.append(ticker)
+                replace.extend({"ticker": ticker, "covered_from": a, "covered_to": b, "run_id": run_id}
+                               for a, b in merged)
+        for chunk in _chunks(changed, 500):
+            conn.execute(delete(ingestion_coverage).where(ingestion_coverage.c.ticker.in_(chunk)))
+        if replace:
+            conn.execute(insert(ingestion_coverage), replace)
+
+    # ---- bars ------------------------------------------------------------
+    def write_bars(self, conn: Connection, bars: pd.DataFrame, run_id: str,
+                   ingested_at: Optional[dt.datetime] = None) -> int:
+        return bulk.upsert_bars(conn, bars, run_id, ingested_at or utcnow())
+
+    def replace_history(self, conn: Connection, ticker: str, start: dt.date, end: dt.date,
+                        bars: pd.DataFrame, run_id: str) -> tuple[int, int]:
+        """Replace a ticker's bars in [start, end] (a restatement). Returns (deleted, written)."""
+        deleted = conn.execute(delete(ticker_data).where(and_(
+            ticker_data.c.ticker == ticker, ticker_data.c.trade_date >= start,
+            ticker_data.c.trade_date <= end))).rowcount
+        return deleted, self.write_bars(conn, bars, run_id)
+
+    def write_rejected(self, conn: Connection, rejected: pd.DataFrame, run_id: str) -> int:
+        if rejected.empty:
+            return 0
+        now = utcnow()
+
+        def num(value):
+            return None if value is None or value != value else float(value)
+
+        rows = [{
+            "run_id": run_id, "ticker": str(r.ticker), "trade_date": _date(r.trade_date),
+            "open_price": num(r.open), "high_price": num(r.high), "low_price": num(r.low),
+            "close_price": num(r.close), "volume": num(r.volume), "vwap": num(r.vwap),
+            "num_transactions": num(r.transactions), "reasons": str(r.reasons)[:400],
+            "detail": (str(r.detail) if isinstance(r.detail, str) else None),
+            "source": getattr(r, "source", None), "rejected_at": now,
+        } for r in rejected.itertuples(index=False)]
+        conn.execute(insert(rejected_bars), rows)
+        return len(rows)
+
+    def bars(self, tickers: Optional[Sequence[str]] = None, start: Optional[dt.date] = None,
+             end: Optional[dt.date] = None) -> pd.DataFrame:
+        """Stored bars as a bars frame (plus lineage columns), sorted by ticker and date."""
+        t = ticker_data.c
+        query = select(t.ticker, t.trade_date, t.open_price, t.high_price, t.low_price,
+                       t.close_price, t.volume, t.vwap, t.num_transactions, t.run_id, t.source)
+        if tickers is not None:
+            query = query.where(t.ticker.in_(list(tickers)))
+        if start is not None:
+            query = query.where(t.trade_date >= start)
+        if end is not None:
+            query = query.where(t.trade_date <= end)
+        query = query.order_by(t.ticker, t.trade_date)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        frame = pd.DataFrame(rows, columns=["ticker", "trade_date", "open", "high", "low", "close",
+                                            "volume", "vwap", "transactions", "run_id", "source"])
+        frame["trade_date"] = pd.to_datetime(frame["trade_date"]).astype("datetime64[ns]")
+        for c in ("open", "high", "low", "close", "volume", "vwap", "transactions"):
+            frame[c] = pd.to_numeric(frame[c], errors="coerce").astype("float64")
+        return frame
+
+    def latest_closes(self, tickers: Optional[Iterable[str]] = None) -> dict[str, tuple[pd.Timestamp, float]]:
+        """Each ticker's last stored (date, close), in one query."""
+        t = ticker_data.c
+        last = select(t.ticker.label("ticker"), func.max(t.trade_date).label("last_date")) \
+            .group_by(t.ticker).subquery()
+        query = select(t.ticker, t.trade_date, t.close_price).join(
+            last, and_(t.ticker == last.c.ticker, t.trade_date == last.c.last_date))
+        wanted = set(tickers) if tickers is not None else None
+        with self.engine.connect() as conn:
+            return {ticker: (pd.Timestamp(_date(day)), float(close))
+                    for ticker, day, close in conn.execute(query)
+                    if wanted is None or ticker in wanted}
+
+    def stored_span(self, ticker: str) -> Optional[Interval]:
+        t = ticker_data.c
+        with self.engine.connect() as conn:
+            first, last = conn.execute(select(func.min(t.trade_date), func.max(t.trade_date))
+                                       .where(t.ticker == ticker)).one()
+        return (_date(first), _date(last)) if first is not None else None
+
+    def count_bars(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(ticker_data)).scalar_one()
+
+    # ---- runs and audit ---------------------------------------------------
+    def start_run(self, row: dict) -> None:
+        with self.transaction() as conn:
+            conn.execute(insert(ingestion_runs), [row])
+
+    def update_run(self, run_id: str, values: dict, conn: Optional[Connection] = None) -> None:
+        stmt = update(ingestion_runs).where(ingestion_runs.c.run_id == run_id).values(**values)
+        if conn is not None:
+            conn.execute(stmt)
+            return
+        with self.transaction() as own:
+            own.execute(stmt)
+
+    def run(self, run_id: str) -> Optional[dict]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(ingestion_runs).where(ingestion_runs.c.run_id == run_id)).mappings().first()
+        return dict(row) if row else None
+
+    def write_audit(self, conn: Connection, rows: Sequence[dict]) -> None:
+        rows = [{**r, "flags": json.dumps(r.get("flags") or {}, default=str, sort_keys=True),
+                 "updated_at": utcnow()} for r in rows]
+        bulk.upsert_rows(conn, ingestion_audit, rows, key=("run_id", "ticker"))
+
+    def audit(self, run_id: str) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(ingestion_audit).where(ingestion_audit.c.run_id == run_id)
+                                .order_by(ingestion_audit.c.ticker)).mappings().all()
+        return [dict(r) for r in rows]
+
+    # ---- universe ----------------------------------------------------------
+    def universe(self, active_only: bool = True) -> pd.DataFrame:
+        u = ticker_universe.c
+        query = select(u.ticker, u.name, u.sector, u.kind, u.first_seen, u.last_seen, u.active) \
+            .order_by(u.kind.desc(), u.ticker)
+        if active_only:
+            query = query.where(u.active == True)  # noqa: E712 - SQL expression
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return pd.DataFrame(rows, columns=["ticker", "name", "sector", "kind", "first_seen",
+                                           "last_seen", "active"])
+
+    def sync_universe(self, members: pd.DataFrame, today: dt.date, kinds: Iterable[str]) -> dict:
+        """Record today's members (columns ticker, name, sector, kind). Members of
+        ``kinds`` no longer listed become inactive; their history stays."""
+        kinds = tuple(kinds)
+        stored = self.universe(active_only=False)
+        stored = stored[stored["kind"].isin(kinds)]
+        current = set(members["ticker"])
+        previously_active = set(stored.loc[stored["active"].astype(bool), "ticker"])
+        known = set(stored["ticker"])
+        rows = [{"ticker": r.ticker, "name": r.name, "sector": r.sector, "kind": r.kind,
+                 "first_seen": today, "last_seen": today, "active": True}
+                for r in members.itertuples(index=False) if r.ticker not in known]
+        with self.transaction() as conn:
+            # Shards sync concurrently: a row another shard just added is kept as is.
+            bulk.upsert_rows(conn, ticker_universe, rows, key=("ticker",), update_existing=False)
+            renewed = sorted(current & known)
+            for chunk in _chunks(renewed, 500):
+                conn.execute(update(ticker_universe).where(ticker_universe.c.ticker.in_(chunk))
+                             .values(last_seen=today, active=True))
+            removed = sorted(previously_active - current)
+            for chunk in _chunks(removed, 500):
+                conn.execute(update(ticker_universe).where(ticker_universe.c.ticker.in_(chunk))
+                             .values(active=False))
+        return {"added": sorted(current - known), "removed": removed,
+                "rejoined": sorted((current & known) - previously_active)}
+
+    # ---- splits ----------------------------------------------------------------
+    def record_splits(self, conn: Connection, splits: Sequence[dict]) -> list[dict]:
+        """Insert splits not yet known; returns the new ones (deduplicated)."""
+        if not splits:
+            return []
+        unique = {(s["ticker"], s["execution_date"]): s for s in splits}
+        known = self.known_splits(conn=conn)
+        fresh = [s for key, s in sorted(unique.items()) if key[1] not in known.get(key[0], {})]
+        now = utcnow()
+        if fresh:
+            conn.execute(insert(stock_splits), [{**s, "recorded_at": now} for s in fresh])
+        return fresh
+
+    def mark_split_applied(self, conn: Connection, ticker: str, run_id: str) -> None:
+        conn.execute(update(stock_splits).where(and_(stock_splits.c.ticker == ticker,
+                                                     stock_splits.c.applied_run_id.is_(None)))
+                     .values(applied_run_id=run_id))
+
+    def known_splits(self, conn: Optional[Connection] = None) -> dict[str, dict[dt.date, float]]:
+        """ticker -> {execution_date: split_to/split_from}."""
+        query = select(stock_splits.c.ticker, stock_splits.c.execution_date,
+                       stock_splits.c.split_from, stock_splits.c.split_to)
+        out: dict[str, dict[dt.date, float]] = {}
+        with (contextlib.nullcontext(conn) if conn is not None else self.engine.connect()) as c:
+            for ticker, day, split_from, split_to in c.execute(query):
+                out.setdefault(ticker, {})[_date(day)] = float(split_to) / float(split_from)
+        return out
+
+    # ---- small state ----------------------------------------------------------------
+    def get_state(self, key: str) -> Optional[str]:
+        with self.engine.connect() as conn:
+            return conn.execute(select(ingestion_state.c.state_value)
+                                .where(ingestion_state.c.state_key == key)).scalar()
+
+    def set_state(self, conn: Connection, key: str, value: str) -> None:
+        bulk.upsert_rows(conn, ingestion_state, [{"state_key": key, "state_value": value}],
+                         key=("state_key",))
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
