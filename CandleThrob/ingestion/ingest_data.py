@@ -15,6 +15,7 @@ importing everything from here.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -120,10 +121,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     server = None
     try:
         options = parse_options(args)
-        overrides = {"database_url": args.database_url} if args.database_url else {}
+        config = AdvancedBatchConfig(**({"database_url": args.database_url} if args.database_url else {}))
         if args.demo:
-            server, overrides = _start_demo(overrides)
-        config = AdvancedBatchConfig(**overrides)
+            server, demo_settings = _start_demo(config)
+            config = dataclasses.replace(config, **demo_settings)
         ingestion = CompleteDataIngestion(config, min_sp500_symbols=DEMO_TICKERS if args.demo else 450)
         if not options.plan_only:
             ingestion.source  # noqa: B018 - a missing key is a usage error, before any write
@@ -151,7 +152,7 @@ def _known_secrets() -> list[str]:
     return [os.environ[n] for n in names if os.environ.get(n)]
 
 
-def _start_demo(overrides: dict):
+def _start_demo(config: AdvancedBatchConfig) -> tuple:
     """The local Polygon-compatible server with generated data, on a free loopback port."""
     from CandleThrob.ingestion.trading_calendar import TradingCalendar
     from CandleThrob.testing.datagen import generate_market
@@ -160,14 +161,13 @@ def _start_demo(overrides: dict):
     today = TradingCalendar().last_final_session(dt.datetime.now(dt.timezone.utc))
     market = generate_market(DEMO_TICKERS, DEMO_HISTORY_FROM, today, seed=7)
     server = PolygonServer(market, api_key="demo").start()
-    overrides = {"polygon_api_key": "demo", "polygon_base_url": server.url,
+    settings = {"polygon_api_key": "demo", "polygon_base_url": server.url,
                  "sp500_url": f"{server.url}/wiki/List_of_S%26P_500_companies",
                  "rate_limit_seconds": 0, "history_start": None,
-                 "database_url": overrides.get("database_url") or os.environ.get("DATABASE_URL")
-                 or f"sqlite:///{DEMO_DATABASE.as_posix()}"}
+                 "database_url": config.database_url or f"sqlite:///{DEMO_DATABASE.as_posix()}"}
     print(f"demo: local Polygon-compatible server at {server.url} with {DEMO_TICKERS} S&P-like "
           f"tickers + 20 ETFs", file=sys.stderr)
-    return server, overrides
+    return server, settings
 
 
 def _install_signal_handlers(ingestion: CompleteDataIngestion) -> None:
