@@ -148,6 +148,7 @@ class CompleteDataIngestion:
         self.validator = DataQualityValidator(self.calendar, min_score=self.config.min_data_quality_score)
         self._warehouse = warehouse
         self._source = source
+        self._build_lock = threading.Lock()
         self.universe_fetcher = universe_fetcher or (
             lambda: fetch_constituents(self.config.sp500_url, min_symbols=min_sp500_symbols))
         self.memory_budget = MemoryBudget(self.config.max_memory_usage)
@@ -166,6 +167,11 @@ class CompleteDataIngestion:
 
     @property
     def source(self) -> PolygonSource:
+        # Worker threads ask for it too: build exactly one (one limiter per process).
+        with self._build_lock:
+            return self._build_source()
+
+    def _build_source(self) -> PolygonSource:
         if self._source is None:
             if not self.config.polygon_api_key:
                 raise ConfigError("POLYGON_API_KEY is not set. Put your Polygon/Massive key in the "
