@@ -23,20 +23,19 @@ API_KEY = "test-key-6f1d"
 def make_config(database_url: str, server, **overrides) -> AdvancedBatchConfig:
     settings = dict(database_url=database_url, polygon_api_key=API_KEY, polygon_base_url=server.url,
                     sp500_url=f"{server.url}/wiki/List_of_S%26P_500_companies", rate_limit_seconds=0,
-                    retry_delay=0.01, request_timeout=5, max_workers=4)
+                    retry_delay=0.01, request_timeout=5, max_workers=4, min_sp500_symbols=1)
     settings.update(overrides)
     return AdvancedBatchConfig.from_env({}, **settings)
 
 
-def ingest(database_url: str, server, end, *, tickers=None, start=None, min_symbols: int = 1,
-           clock_now: Optional[dt.datetime] = None, **overrides) -> dict:
+def ingest(database_url: str, server, end, *, tickers=None, start=None, clock_now: Optional[dt.datetime] = None, **overrides) -> dict:
     """One in-process run through ``end`` (the server's today is set to ``end``)."""
     end = pd.Timestamp(end).date()
     if server.today is None or server.today < end:
         server.today = end
     config = make_config(database_url, server, **overrides)
     now = clock_now or dt.datetime.combine(end + dt.timedelta(days=1), dt.time(12), dt.timezone.utc)
-    ingestion = CompleteDataIngestion(config, clock=lambda: now, min_sp500_symbols=min_symbols)
+    ingestion = CompleteDataIngestion(config, clock=lambda: now)
     try:
         return ingestion.run(RunOptions(end=end, tickers=tickers, start=start))
     finally:

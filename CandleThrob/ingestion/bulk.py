@@ -20,11 +20,16 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Table
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from .schema import BAR_COLUMNS_DB, ticker_data
 
 _KEY = ("ticker", "trade_date")
 _UPDATED = tuple(c for c in BAR_COLUMNS_DB if c not in _KEY)
+
+ORACLE_ARRAY_ROWS = 50_000
+"""Rows per ``executemany`` on Oracle: each chunk is one round trip, and the
+driver's bind buffers stay bounded however large the batch."""
 
 
 def bar_rows(bars: pd.DataFrame, run_id: str, ingested_at: Any, date_as: str = "iso") -> list[tuple]:
@@ -65,8 +70,7 @@ def upsert_bars(conn: Connection, bars: pd.DataFrame, run_id: str, ingested_at: 
     elif backend == "postgresql":
         _postgres_copy_upsert(conn, bars, run_id, ingested_at)
     elif backend == "oracle":
-        rows = bar_rows(bars, run_id, ingested_at, date_as="date")
-        conn.exec_driver_sql(oracle_merge_sql(), rows)
+        _oracle_executemany(conn, oracle_merge_sql(), bar_rows(bars, run_id, ingested_at, date_as="date"))
     else:  # pragma: no cover - engine.py refuses other backends
         raise ValueError(f"unsupported database {backend}")
     return len(bars)
@@ -146,8 +150,12 @@ def upsert_rows(conn: Connection, table: Table, rows: Sequence[dict], key: Itera
             else stmt.on_conflict_do_nothing(index_elements=list(key))
         conn.execute(stmt, list(rows))
     else:
-        conn.exec_driver_sql(oracle_merge_rows_sql(table, list(rows[0]), key, update_existing),
-                             [tuple(r[c] for c in rows[0]) for r in rows])
+        columns = list(rows[0])
+        # Driver SQL skips SQLAlchemy's type processing: a bool would reach the
+        # driver as a SQL BOOLEAN, which a NUMBER(1) column on 19c does not take.
+        _oracle_executemany(conn, oracle_merge_rows_sql(table, columns, key, update_existing),
+                            [tuple(int(v) if isinstance(v, bool) else v for v in (r[c] for c in columns))
+                             for r in rows])
 
 
 def oracle_merge_rows_sql(table: Table, columns: Sequence[str], key: Sequence[str],
@@ -160,3 +168,28 @@ def oracle_merge_rows_sql(table: Table, columns: Sequence[str], key: Sequence[st
     return (f"MERGE INTO {table.name} t USING (SELECT {binds} FROM dual) s ON ({on})"
             f"{matched} WHEN NOT MATCHED THEN INSERT ({', '.join(columns)}) "
             f"VALUES ({', '.join(f's.{c}' for c in columns)})")
+
+
+def _oracle_executemany(conn: Connection, sql: str, rows: Sequence[tuple]) -> None:
+    """Run a one-row MERGE as array DML (``executemany``), in chunks.
+
+    A MERGE is not atomic against another session inserting the same key: if a
+    concurrent shard inserts and commits a key between our MERGE's read and its
+    insert, Oracle raises ORA-00001 and rolls back only that statement. Run again,
+    the MERGE sees the committed row and updates (or keeps) it, as ``ON CONFLICT``
+    does on PostgreSQL."""
+    for start in range(0, len(rows), ORACLE_ARRAY_ROWS):
+        chunk = rows[start:start + ORACLE_ARRAY_ROWS]
+        for attempt in range(3):
+            try:
+                conn.exec_driver_sql(sql, chunk)
+                break
+            except IntegrityError as exc:
+                if attempt == 2 or not _is_unique_violation(exc):
+                    raise
+
+
+def _is_unique_violation(exc: IntegrityError) -> bool:
+    """ORA-00001 (python-oracledb puts the error object, with ``code``, in args[0])."""
+    args = getattr(exc.orig, "args", ())
+    return bool(args) and getattr(args[0], "code", None) == 1

@@ -33,6 +33,7 @@ ENV_VARS: dict[str, str] = {
     "polygon_api_key": "POLYGON_API_KEY",
     "polygon_base_url": "POLYGON_BASE_URL",
     "sp500_url": "SP500_URL",
+    "min_sp500_symbols": "MIN_SP500_SYMBOLS",
     "history_start": "HISTORY_START",
     "batch_size": "BATCH_SIZE",
     "rate_limit_seconds": "POLYGON_RATE_LIMIT",
@@ -78,6 +79,8 @@ class AdvancedBatchConfig:
     polygon_api_key: Optional[str] = field(default_factory=_api_key_from_env, repr=False)
     polygon_base_url: str = field(default_factory=_env("POLYGON_BASE_URL", DEFAULT_BASE_URL))
     sp500_url: str = field(default_factory=_env("SP500_URL", DEFAULT_SP500_URL))
+    # Fewer symbols on the constituents page means a broken page, not a smaller index.
+    min_sp500_symbols: int = field(default_factory=_env("MIN_SP500_SYMBOLS", 450))
     history_start: Optional[dt.date] = field(default_factory=_env("HISTORY_START"))
     batch_size: int = field(default_factory=_env("BATCH_SIZE", 25))
     rate_limit_seconds: float = field(default_factory=_env("POLYGON_RATE_LIMIT", 12.0))
@@ -94,6 +97,7 @@ class AdvancedBatchConfig:
 
     def __post_init__(self) -> None:
         self.batch_size = _int(self, "batch_size", minimum=1, maximum=10_000)
+        self.min_sp500_symbols = _int(self, "min_sp500_symbols", minimum=1, maximum=1_000)
         self.rate_limit_seconds = _float(self, "rate_limit_seconds", minimum=0.0, maximum=3600.0)
         self.max_retries = _int(self, "max_retries", minimum=0, maximum=20)
         self.retry_delay = _float(self, "retry_delay", minimum=0.0, maximum=600.0)

@@ -44,10 +44,12 @@ def database_url(config: AdvancedBatchConfig) -> URL:
     return url
 
 
-def oracle_connect_args(config: AdvancedBatchConfig) -> dict[str, Any]:
-    """Connection arguments for python-oracledb, wallet included (Autonomous Database)."""
+def oracle_connect_args(config: AdvancedBatchConfig, url: Optional[URL] = None) -> dict[str, Any]:
+    """Connection arguments for python-oracledb, wallet included (Autonomous Database).
+    ``ORACLE_DSN`` is used only when the URL names no database itself: a
+    ``DATABASE_URL`` like ``oracle+oracledb://user:pass@mydb_high`` wins."""
     args: dict[str, Any] = {}
-    if config.oracle_dsn:
+    if config.oracle_dsn and not (url is not None and (url.host or url.database)):
         args["dsn"] = config.oracle_dsn
     if config.tns_admin:
         # Thin mode reads tnsnames.ora from config_dir and the PEM wallet from
@@ -59,10 +61,10 @@ def oracle_connect_args(config: AdvancedBatchConfig) -> dict[str, Any]:
     return args
 
 
-def oracle_engine_options(config: AdvancedBatchConfig) -> dict[str, Any]:
+def oracle_engine_options(config: AdvancedBatchConfig, url: Optional[URL] = None) -> dict[str, Any]:
     """create_engine options: thin mode by default; thick mode loads the Instant
     Client (``init_oracle_client``) with the wallet's folder as its config dir."""
-    options: dict[str, Any] = {"connect_args": oracle_connect_args(config)}
+    options: dict[str, Any] = {"connect_args": oracle_connect_args(config, url)}
     if config.ora_python_driver_type == "thick":
         options["thick_mode"] = {"config_dir": config.tns_admin} if config.tns_admin else True
     return options
@@ -74,7 +76,7 @@ def create_db_engine(config: AdvancedBatchConfig, url: Optional[URL] = None) -> 
     if backend == "sqlite":
         return _sqlite_engine(url)
     if backend == "oracle":
-        return create_engine(url, pool_pre_ping=True, **oracle_engine_options(config))
+        return create_engine(url, pool_pre_ping=True, **oracle_engine_options(config, url))
     return create_engine(url, pool_pre_ping=True)
 
 

@@ -125,7 +125,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.demo:
             server, demo_settings = _start_demo(config)
             config = dataclasses.replace(config, **demo_settings)
-        ingestion = CompleteDataIngestion(config, min_sp500_symbols=DEMO_TICKERS if args.demo else 450)
+        ingestion = CompleteDataIngestion(config)
         if not options.plan_only:
             ingestion.source  # noqa: B018 - a missing key is a usage error, before any write
         _install_signal_handlers(ingestion)
@@ -163,7 +163,7 @@ def _start_demo(config: AdvancedBatchConfig) -> tuple:
     server = PolygonServer(market, api_key="demo").start()
     settings = {"polygon_api_key": "demo", "polygon_base_url": server.url,
                  "sp500_url": f"{server.url}/wiki/List_of_S%26P_500_companies",
-                 "rate_limit_seconds": 0, "history_start": None,
+                 "rate_limit_seconds": 0, "history_start": None, "min_sp500_symbols": DEMO_TICKERS,
                  "database_url": config.database_url or f"sqlite:///{DEMO_DATABASE.as_posix()}"}
     print(f"demo: local Polygon-compatible server at {server.url} with {DEMO_TICKERS} S&P-like "
           f"tickers + 20 ETFs", file=sys.stderr)

@@ -41,7 +41,7 @@ from .ratelimit import RateLimiter
 from .retry import RetryPolicy
 from .source import PolygonSource
 from .storage import Warehouse, utcnow
-from .universe import ETF_TICKERS, MIN_SP500_SYMBOLS, UniverseError, fetch_constituents
+from .universe import ETF_TICKERS, UniverseError, fetch_constituents
 
 log = get_ingestion_logger("pipeline")
 
@@ -137,7 +137,6 @@ class CompleteDataIngestion:
                  calendar: Optional[TradingCalendar] = None,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
                  universe_fetcher: Optional[Callable[[], pd.DataFrame]] = None,
-                 min_sp500_symbols: int = MIN_SP500_SYMBOLS,
                  stop_event: Optional[threading.Event] = None):
         self.config = config or AdvancedBatchConfig()
         self.calendar = calendar or TradingCalendar()
@@ -150,7 +149,7 @@ class CompleteDataIngestion:
         self._source = source
         self._build_lock = threading.Lock()
         self.universe_fetcher = universe_fetcher or (
-            lambda: fetch_constituents(self.config.sp500_url, min_symbols=min_sp500_symbols))
+            lambda: fetch_constituents(self.config.sp500_url, min_symbols=self.config.min_sp500_symbols))
         self.memory_budget = MemoryBudget(self.config.max_memory_usage)
         self.run_id: Optional[str] = None
         self.outcomes: dict[str, TickerOutcome] = {}

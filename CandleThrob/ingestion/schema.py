@@ -7,15 +7,35 @@ under 30 characters; prices are NUMBER on Oracle and double precision elsewhere.
 from __future__ import annotations
 
 from sqlalchemy import (BigInteger, Boolean, Column, Date, DateTime, Float, Identity,
-                        Integer, MetaData, PrimaryKeyConstraint, String, Table, Text)
+                        Integer, MetaData, PrimaryKeyConstraint, String, Table, Text,
+                        TypeDecorator)
 from sqlalchemy.dialects import oracle
 
 metadata = MetaData()
 
+
+class OracleFlag(TypeDecorator):
+    """NUMBER(1) holding 0/1 on every Oracle release (SQLAlchemy's Boolean is
+    BOOLEAN on 23ai and SMALLINT before it, so the DDL would depend on the server).
+    Binds 0/1 and reads back a bool, as Boolean does on SQLite and PostgreSQL."""
+
+    impl = oracle.NUMBER
+    cache_ok = True
+
+    def __init__(self) -> None:
+        super().__init__(precision=1)
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else int(bool(value))
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else bool(value)
+
+
 # Prices and volumes: Polygon's adjusted volumes can be fractional, so no integers.
 Number = Float(precision=53).with_variant(oracle.NUMBER(), "oracle")
 Count = BigInteger().with_variant(oracle.NUMBER(19), "oracle")
-Flag = Boolean().with_variant(oracle.NUMBER(1), "oracle")
+Flag = Boolean().with_variant(OracleFlag(), "oracle")
 # Oracle has no unbounded VARCHAR and its CLOB cannot be compared; JSON blobs go in CLOB.
 LongText = Text().with_variant(oracle.CLOB(), "oracle")
 
