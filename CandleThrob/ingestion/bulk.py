@@ -50,7 +50,7 @@ def bar_rows(bars: pd.DataFrame, run_id: str, ingested_at: Any, date_as: str = "
 def _nullable(series: pd.Series, as_int: bool = False) -> list:
     values = series.to_numpy(dtype="float64")
     missing = np.isnan(values)
-    out = values.astype(np.int64).tolist() if as_int else values.tolist()
+    out = np.where(missing, 0, values).astype(np.int64).tolist() if as_int else values.tolist()
     if missing.any():
         for i in np.flatnonzero(missing).tolist():
             out[i] = None

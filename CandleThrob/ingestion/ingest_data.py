@@ -205,9 +205,9 @@ def summary(result: dict) -> str:
     ]
     if result["planned_calls"] == 0 and not result.get("restated") and result["status"] == "success":
         lines.insert(1, "  already up to date: nothing new to fetch, nothing written")
-    if result["tickers_failed"]:
-        lines.append(f"  failed or quarantined: {', '.join(result['tickers_failed'][:20])}"
-                     + (" ..." if len(result["tickers_failed"]) > 20 else ""))
+    if result['failed_tickers']:
+        lines.append(f"  failed or quarantined: {', '.join(result['failed_tickers'][:20])}"
+                     + (" ..." if len(result['failed_tickers']) > 20 else ""))
     if result.get("stopped"):
         lines.append(f"  stopped early ({result['stopped']}): {result['remaining_calls']} calls left; "
                      "the next run resumes")

@@ -619,7 +619,7 @@ class CompleteDataIngestion:
         result = {
             "run_id": self.run_id, "status": status, "exit_code": exit_code,
             "end": end.date().isoformat(), "tickers": len(selected),
-            "tickers_failed": failed, "error": state["error"], "stopped": state["stopped"],
+            "failed_tickers": failed, "error": state["error"], "stopped": state["stopped"],
             "remaining_calls": state["remaining_calls"],
             "planned_calls": plan.calls, "grouped_calls": len(plan.grouped), "range_calls": len(plan.ranges),
             "missing_cells": plan.missing_cells, **totals,

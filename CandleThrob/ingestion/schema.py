@@ -61,7 +61,8 @@ ticker_data = Table(
 
 rejected_bars = Table(
     "rejected_bars", metadata,
-    Column("rejection_id", Count, Identity(), primary_key=True),
+    # SQLite auto-numbers only an INTEGER PRIMARY KEY, not a BIGINT one.
+    Column("rejection_id", Count.with_variant(Integer(), "sqlite"), Identity(), primary_key=True),
     Column("run_id", RUN_ID, nullable=False),
     Column("ticker", TICKER, nullable=False),
     Column("trade_date", Date),
