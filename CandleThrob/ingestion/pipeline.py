@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import socket
 import threading
@@ -308,6 +309,8 @@ class CompleteDataIngestion:
                       "version": __version__})
         for ticker in selected:
             self.outcomes[ticker] = TickerOutcome(ticker)
+        log.info("run started: %d tickers through %s; %d calls planned (%d grouped, %d range) for %d missing cells",
+                 len(selected), end.date(), plan.calls, len(plan.grouped), len(plan.ranges), plan.missing_cells)
         state = {"status": "running", "error": None, "stopped": None, "remaining_calls": 0,
                  "restated": {}, "exit_code": 0}
         try:
@@ -637,6 +640,10 @@ class CompleteDataIngestion:
             "metrics": self.performance_monitor.snapshot(),
         }
         self.last_result = result
+        log.log(logging.INFO if exit_code == 0 else logging.WARNING,
+                "run finished: %s (exit %d), %d bars written, %d rejected, %d API calls, %.1f s",
+                status, exit_code, totals["rows_written"], totals["rows_rejected"], totals["api_calls"],
+                result["seconds"])
         return result
 
 

@@ -1,0 +1,80 @@
+"""What a run tells its operator: report, logs, summary, progress; never a secret."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from CandleThrob.ingestion.ingest_data import AdvancedCompleteDataIngestion, BatchConfig
+from CandleThrob.testing.datagen import generate_market
+from CandleThrob.testing.polygon_server import PolygonServer
+
+from ingest_helpers import API_KEY, cli, query
+
+END = "2024-03-15"
+SECRET_KEY = "sk-live-7Hq2ZpX9"
+DB_PASSWORD = "pw-Vt5rK8mN"
+
+
+@pytest.fixture(scope="module")
+def market():
+    return generate_market(4, "2024-01-02", "2024-03-28", seed=6)
+
+
+def _env(server, url):
+    return {"POLYGON_API_KEY": SECRET_KEY, "POLYGON_BASE_URL": server.url, "DATABASE_URL": url,
+            "SP500_URL": f"{server.url}/wiki/List_of_S%26P_500_companies", "POLYGON_RATE_LIMIT": "0",
+            "MIN_SP500_SYMBOLS": "1", "HISTORY_START": "2024-02-01"}
+
+
+def test_report_json_logs_and_no_secret_anywhere(tmp_path, market, postgres_server):
+    # PostgreSQL here trusts local users, so a password in the URL is accepted and ignored:
+    # enough to prove it is scrubbed from everything the run writes.
+    url = postgres_server.create_database("ct_secrets").replace("postgres@", f"postgres:{DB_PASSWORD}@")
+    sqlite_file = tmp_path / "wh.db"
+    report = tmp_path / "report.json"
+    with PolygonServer(market, api_key=SECRET_KEY, today=END) as server:
+        done = cli("--end", END, "--report", str(report), "--log-format", "json", env=_env(server, url))
+        lite = cli("--end", END, "--log-format", "json", env=_env(server, f"sqlite:///{sqlite_file}"))
+    assert done.returncode == 0, done.stderr
+    assert lite.returncode == 0, lite.stderr
+    data = json.loads(report.read_text())
+    run_id = data["run_id"]
+    assert data["status"] == "success" and data["exit_code"] == 0
+    assert data["rows_written"] == 24 * 31  # 24 tickers x 31 sessions from 2024-02-01 to 03-15
+    assert data["api_calls_by_endpoint"] == {"range": 24}
+    assert set(data["outcomes"]) == set(market.tickers)
+    assert data["outcomes"]["SPY"]["bars_written"] == 31 and data["outcomes"]["SPY"]["quality_score"] == 1.0
+    assert data["metrics"]["complete_ingestion"]["success"] is True
+    assert "***" in data["database"] and DB_PASSWORD not in data["database"]
+    log_lines = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert log_lines and all(entry["run_id"] in (None, run_id) for entry in log_lines)
+    assert any(entry["run_id"] == run_id for entry in log_lines)
+    # The summary goes to stdout, the logs to stderr.
+    assert done.stdout.startswith(f"CandleThrob run {run_id}: success (exit 0)")
+    everything = done.stdout + done.stderr + lite.stdout + lite.stderr + report.read_text()
+    everything += json.dumps(query(url, "SELECT * FROM ingestion_runs"), default=str)
+    everything += sqlite_file.read_bytes().decode("latin-1")
+    for secret in (SECRET_KEY, DB_PASSWORD):
+        assert secret not in everything
+
+
+def test_no_progress_bar_when_output_is_not_a_terminal(tmp_path, market):
+    with PolygonServer(market, api_key=SECRET_KEY, today=END) as server:
+        done = cli("--end", END, env=_env(server, f"sqlite:///{tmp_path / 'wh.db'}"))
+    assert done.returncode == 0
+    assert "ingest:" not in done.stderr and "call/s" not in done.stderr and "\r" not in done.stderr
+
+
+def test_seed_usage_example_works_verbatim(tmp_path, market):
+    with PolygonServer(market, api_key=SECRET_KEY, today=END) as server:
+        config = BatchConfig.from_env({**_env(server, f"sqlite:///{tmp_path / 'wh.db'}")})
+        ingestion = AdvancedCompleteDataIngestion(config)
+        with ingestion.performance_monitor.monitor_operation("complete_ingestion"):
+            results = ingestion.process_batch(["SPY", "QQQ"])
+        metrics = ingestion.performance_monitor.metrics
+    assert results["exit_code"] == 0 and results["rows_written"] == 2 * 31
+    assert metrics["complete_ingestion"]["duration"] > 0
+    assert isinstance(metrics["complete_ingestion"]["memory_usage_mb"], float)
+    assert metrics["complete_ingestion"]["count"] == 2  # the run's own measurement and ours
