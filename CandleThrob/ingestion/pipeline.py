@@ -421,11 +421,15 @@ class CompleteDataIngestion:
 
     # ---- fetch, validate, store --------------------------------------------------------
     def _merge(self, intervals):
-        return merge_intervals(intervals, self._sessions)
+        """Union of coverage intervals; two that only a weekend or holiday separates join."""
+        intervals = list(intervals)
+        if not intervals:
+            return []
+        sessions = self.calendar.sessions_in_range(min(a for a, _ in intervals), max(b for _, b in intervals))
+        return merge_intervals(intervals, sessions)
 
     def _execute(self, plan: Plan, missing: dict[str, pd.DatetimeIndex], universe: set[str],
                  end: pd.Timestamp, lock: RunLock, options: RunOptions, state: dict, started: float) -> None:
-        self._sessions = plan.sessions
         calls: list = list(plan.grouped) + list(plan.ranges)
         # Cells each grouped day must fill: the tickers missing that session.
         wanted_on: dict[pd.Timestamp, set[str]] = {}
@@ -437,6 +441,7 @@ class CompleteDataIngestion:
         splits = self._split_dates()
         batch_size = self.config.batch_size
         progress = Progress(total=len(calls), enabled=options.progress)
+        suspects: set[str] = set()
         try:
             for first in range(0, len(calls), batch_size):
                 if time.monotonic() - started >= self.config.max_processing_time:
@@ -455,7 +460,7 @@ class CompleteDataIngestion:
                 results = self._fetch(batch, typical)
                 typical = max([typical] + [len(r.bars) for r in results
                                            if isinstance(r.call, GroupedCall) and r.bars is not None])
-                self._store(results, wanted_on, universe, end, lock, previous, splits, typical)
+                suspects |= self._store(results, wanted_on, universe, end, lock, previous, splits, typical)
                 progress.update(len(batch), bars=sum(len(r.bars) for r in results if r.bars is not None),
                                 api_calls=self.source.total_calls)
                 self._check_stop()
@@ -464,6 +469,19 @@ class CompleteDataIngestion:
             raise
         finally:
             progress.close()
+        self._recheck_split_suspects(suspects, lock, end, state)
+
+    def _recheck_split_suspects(self, suspects: set[str], lock: RunLock, end: pd.Timestamp, state: dict) -> None:
+        """A new bar at a split-like ratio to the stored close, with no split on
+        record: the vendor's feed may have missed the split while its adjusted
+        history did not. One range call per suspect decides; history that
+        differs from the fresh one is restated."""
+        for ticker in sorted(suspects - set(state["restated"])):
+            self._check_stop()
+            span = self.warehouse.stored_span(ticker)
+            if span is not None:
+                self._restate(lock, ticker, span[0], pd.Timestamp(span[1]), state,
+                              reason="split-like move with no split on record", compare=True)
 
     def _check_stop(self) -> None:
         if self.stop_event.is_set():
@@ -501,7 +519,9 @@ class CompleteDataIngestion:
                 raise
 
     def _store(self, results: list[CallResult], wanted_on: dict, universe: set[str], end: pd.Timestamp,
-               lock: RunLock, previous: dict, splits: dict, typical: int) -> None:
+               lock: RunLock, previous: dict, splits: dict, typical: int) -> set[str]:
+        """Validate and write one batch in one transaction; returns the tickers whose
+        first new bar sits at a split-like ratio to their stored close."""
         frames, coverage = [], {}
         for result in results:
             call = result.call
@@ -550,11 +570,15 @@ class CompleteDataIngestion:
             if self.config.enable_audit_trail and touched:
                 self.warehouse.write_audit(conn, [self.outcomes[t].row(self.run_id) for t in sorted(touched)])
             self.warehouse.update_run(self.run_id, self._totals(), conn=conn)
+        # Only a jump from the *stored* basis says the stored history may be stale.
+        suspects = {t for t, q in check.tickers.items() if t in previous and q.split_like_moves
+                    and q.split_like_moves[0][0] == q.first_date}
         if written:
             last = check.accepted.sort_values("trade_date").groupby("ticker").tail(1)
             for ticker, day, close in zip(last["ticker"], last["trade_date"], last["close"]):
                 if ticker not in previous or previous[ticker][0] < day:
                     previous[ticker] = (day, float(close))
+        return suspects
 
     def _account(self, check, quarantined: list[str], bars: pd.DataFrame) -> set[str]:
         touched = set()
@@ -650,9 +674,8 @@ class CompleteDataIngestion:
 def _count_changed(stored: pd.DataFrame, fresh: pd.DataFrame, tolerance: float = 1e-9) -> int:
     """Bars that differ between stored and fresh history (values, or present in one only)."""
     cols = ["open", "high", "low", "close", "volume"]
-    left = stored.set_index("trade_date")[cols]
-    right = fresh.set_index("trade_date")[cols]
-    joined = left.join(right, how="outer", lsuffix="_s", rsuffix="_f")
+    joined = stored[["trade_date", *cols]].merge(fresh[["trade_date", *cols]], on="trade_date", how="outer",
+                                                suffixes=("_s", "_f"))
     differs = pd.Series(False, index=joined.index)
     for c in cols:
         a, b = joined[f"{c}_s"], joined[f"{c}_f"]
