@@ -120,6 +120,11 @@ def shard_of(ticker: str, shards: int) -> int:
     return zlib.crc32(ticker.encode("utf-8")) % shards + 1
 
 
+def session_shard(session: pd.Timestamp, shards: int) -> int:
+    """1-based shard that fetches a grouped day."""
+    return session.toordinal() % shards + 1
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     try:
         k, n = (int(part) for part in text.split("/"))
@@ -284,10 +289,13 @@ class CompleteDataIngestion:
             lock.release()
 
     def _share_of(self, plan: Plan, shard: tuple[int, int], mine: set[str]) -> Plan:
-        """A shard's part of the global plan: its tickers' range calls and every
-        N-th grouped day, so N shards together make the calls of one run."""
+        """A shard's part of the global plan: its tickers' range calls and the
+        grouped days it owns, so N shards together make the calls of one run.
+        A day's owner depends on the date alone (consecutive sessions go round
+        the shards), never on the plan: shards that start a little apart and so
+        see slightly different coverage still agree on who fetches which day."""
         k, n = shard
-        grouped = [call for i, call in enumerate(plan.grouped) if i % n == k - 1]
+        grouped = [call for call in plan.grouped if session_shard(call.session, n) == k]
         ranges = [call for call in plan.ranges if call.ticker in mine]
         return Plan(grouped=grouped, ranges=ranges, missing_cells=plan.missing_cells, sessions=plan.sessions)
 
