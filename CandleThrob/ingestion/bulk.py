@@ -151,11 +151,8 @@ def upsert_rows(conn: Connection, table: Table, rows: Sequence[dict], key: Itera
         conn.execute(stmt, list(rows))
     else:
         columns = list(rows[0])
-        # Driver SQL skips SQLAlchemy's type processing: a bool would reach the
-        # driver as a SQL BOOLEAN, which a NUMBER(1) column on 19c does not take.
         _oracle_executemany(conn, oracle_merge_rows_sql(table, columns, key, update_existing),
-                            [tuple(int(v) if isinstance(v, bool) else v for v in (r[c] for c in columns))
-                             for r in rows])
+                            [tuple(_oracle_value(r[c]) for c in columns) for r in rows])
 
 
 def oracle_merge_rows_sql(table: Table, columns: Sequence[str], key: Sequence[str],
@@ -168,6 +165,18 @@ def oracle_merge_rows_sql(table: Table, columns: Sequence[str], key: Sequence[st
     return (f"MERGE INTO {table.name} t USING (SELECT {binds} FROM dual) s ON ({on})"
             f"{matched} WHEN NOT MATCHED THEN INSERT ({', '.join(columns)}) "
             f"VALUES ({', '.join(f's.{c}' for c in columns)})")
+
+
+def _oracle_value(value: Any) -> Any:
+    """Driver SQL skips SQLAlchemy's type processing, so do its part here. A bool
+    becomes the 0/1 a NUMBER(1) column holds (python-oracledb would send 23ai a
+    SQL BOOLEAN). A NaN, pandas' missing text, becomes NULL, as SQLite stores it:
+    Oracle NUMBER has no NaN."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and value != value:
+        return None
+    return value
 
 
 def _oracle_executemany(conn: Connection, sql: str, rows: Sequence[tuple]) -> None:

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence
 
@@ -337,6 +337,7 @@ class CompleteDataIngestion:
         except InterruptedRun as exc:
             state.update(status="interrupted", error=str(exc), exit_code=exc.exit_code)
         except FatalError as exc:
+            log.error("%s", exc)
             state.update(status="failed", error=str(exc), exit_code=exc.exit_code)
         except CandleThrobError as exc:
             state.update(status="failed", error=str(exc), exit_code=exc.exit_code)
@@ -496,7 +497,10 @@ class CompleteDataIngestion:
             raise InterruptedRun(self.stop_signal or 15)
 
     def _fetch(self, batch: list, typical: int) -> list[CallResult]:
+        """Make a batch's calls, concurrently when allowed. A fatal error in one
+        worker stops the others before their next request and is raised as is."""
         min_tickers = max(1, int(typical * GROUPED_MIN_SHARE))
+        fatal: list[FatalError] = []
 
         def one(call) -> CallResult:
             began = time.monotonic()
@@ -509,22 +513,29 @@ class CompleteDataIngestion:
                 return CallResult(call, bars=bars, seconds=time.monotonic() - began)
             except (SkippableError, RetriableError) as exc:
                 return CallResult(call, error=exc, seconds=time.monotonic() - began)
+            except FatalError as exc:
+                fatal.append(exc)
+                self.stop_event.set()  # wakes and stops the other workers
+                raise
 
         workers = min(self.config.workers, len(batch))
         if workers <= 1:
-            results = []
-            for call in batch:
-                results.append(one(call))
-            return results
+            return [one(call) for call in batch]
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
             futures = [pool.submit(one, call) for call in batch]
             try:
-                return [f.result() for f in futures]
-            except BaseException:
-                self.stop_event.set()  # wake the other workers' waits, then leave
+                wait(futures, return_when=FIRST_EXCEPTION)
+            finally:
+                if any(f.done() and f.exception() for f in futures):
+                    self.stop_event.set()
                 for f in futures:
                     f.cancel()
-                raise
+        if fatal:
+            raise fatal[0]
+        for f in futures:  # an interruption (or a bug) in a worker, not a cancelled neighbour
+            if not f.cancelled() and f.exception() is not None:
+                raise f.exception()
+        return [f.result() for f in futures]
 
     def _store(self, results: list[CallResult], wanted_on: dict, universe: set[str], end: pd.Timestamp,
                lock: RunLock, previous: dict, splits: dict, typical: int) -> set[str]:

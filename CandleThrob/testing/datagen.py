@@ -24,9 +24,7 @@ import numpy as np
 import pandas as pd
 
 from CandleThrob.ingestion.bars import BAR_COLUMNS, empty_bars
-from CandleThrob.ingestion.trading_calendar import TradingCalendar
-
-DateLike = Union[str, dt.date, pd.Timestamp]
+from CandleThrob.ingestion.trading_calendar import DateLike, TradingCalendar
 
 ETF_TICKERS = ("SPY", "QQQ", "DIA", "IWM", "VTI", "TLT", "GLD", "XLF", "XLE", "XLK",
                "XLV", "ARKK", "VXX", "TQQQ", "SQQQ", "SOXL", "XLI", "XLY", "XLP", "SLV")
@@ -202,6 +200,12 @@ class Split:
     execution_date: dt.date
     split_from: float
     split_to: float
+
+    def __post_init__(self):
+        # whole numbers as int, so that they print as Polygon's ``1`` and ``20``
+        for name in ("split_from", "split_to"):
+            value = float(getattr(self, name))
+            object.__setattr__(self, name, int(value) if value.is_integer() else value)
 
     @property
     def ratio(self) -> float:
@@ -556,14 +560,8 @@ def load_splits_csv(path: Union[str, Path]) -> list[Split]:
     missing = [c for c in ("ticker", "execution_date", "split_from", "split_to") if c not in columns]
     if missing:
         raise ValueError(f"{path}: no column for {missing}")
-    return [Split(str(t).strip().upper(), to_date(d), _number(f), _number(s)) for t, d, f, s in zip(
+    return [Split(str(t).strip().upper(), to_date(d), f, s) for t, d, f, s in zip(
         *(raw[columns[c]] for c in ("ticker", "execution_date", "split_from", "split_to")))]
-
-
-def _number(value) -> float:
-    """Whole numbers as int, so that they print as Polygon's ``1`` and ``20``."""
-    value = float(value)
-    return int(value) if value.is_integer() else value
 
 
 def market_data_from_files(paths: Iterable[Union[str, Path]],

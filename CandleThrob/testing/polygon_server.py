@@ -162,14 +162,10 @@ def bar_json(day: dt.date, row: list, has_vwap: bool, has_transactions: bool) ->
     return bar
 
 
-def _json_split_number(value: float) -> float:
-    return int(value) if float(value).is_integer() else value
-
-
-# -- endpoints: (server, base_url, params, *path parts) -> (status, payload) --------
+# -- endpoints: (server, base_url, params, *path parts) -> JSON payload of a 200 --------
 
 def aggs_range(server: "PolygonServer", base_url: str, params: dict, ticker: str,
-               from_text: str, to_text: str) -> tuple[int, dict]:
+               from_text: str, to_text: str) -> dict:
     params = _with_cursor(params)
     first, last = _bound(from_text, "from", True), _bound(to_text, "to", False)
     adjusted = _bool_param(params, "adjusted", True)
@@ -199,10 +195,10 @@ def aggs_range(server: "PolygonServer", base_url: str, params: dict, ticker: str
     payload.update(status="OK", request_id=_request_id(), count=len(page))
     if next_url:
         payload["next_url"] = next_url
-    return 200, payload
+    return payload
 
 
-def aggs_grouped(server: "PolygonServer", base_url: str, params: dict, date_text: str) -> tuple[int, dict]:
+def aggs_grouped(server: "PolygonServer", base_url: str, params: dict, date_text: str) -> dict:
     try:
         day = dt.date.fromisoformat(date_text)
     except ValueError:
@@ -221,7 +217,7 @@ def aggs_grouped(server: "PolygonServer", base_url: str, params: dict, date_text
     if results:
         payload["results"] = results
     payload.update(status="OK", request_id=_request_id(), count=len(results))
-    return 200, payload
+    return payload
 
 
 _SPLIT_FILTERS = ("ticker", "ticker.gt", "ticker.gte", "ticker.lt", "ticker.lte", "execution_date",
@@ -236,7 +232,7 @@ def split_id(ticker: str, day: dt.date, split_from: float, split_to: float) -> s
     return "E" + hashlib.sha256(f"{ticker}|{day}|{split_from}|{split_to}".encode()).hexdigest()
 
 
-def reference_splits(server: "PolygonServer", base_url: str, params: dict) -> tuple[int, dict]:
+def reference_splits(server: "PolygonServer", base_url: str, params: dict) -> dict:
     params = _with_cursor(params)
     limit = _limit_param(params, 10, SPLITS_MAX_LIMIT)
     sort = _choice_param(params, "sort", "execution_date", ("execution_date", "ticker"))
@@ -258,8 +254,7 @@ def reference_splits(server: "PolygonServer", base_url: str, params: dict) -> tu
     splits.sort(key=lambda s: (getattr(s, sort), getattr(s, other)), reverse=order == "desc")
     page = splits[offset:offset + limit]
     payload = {"results": [{"execution_date": s.execution_date.isoformat(),
-                            "split_from": _json_split_number(s.split_from),
-                            "split_to": _json_split_number(s.split_to), "ticker": s.ticker,
+                            "split_from": s.split_from, "split_to": s.split_to, "ticker": s.ticker,
                             "id": split_id(s.ticker, s.execution_date, s.split_from, s.split_to)}
                            for s in page],
                "status": "OK", "request_id": _request_id()}
@@ -268,7 +263,7 @@ def reference_splits(server: "PolygonServer", base_url: str, params: dict) -> tu
         cursor = encode_cursor({**kept, "limit": limit, "sort": sort, "order": order,
                                 "offset": offset + limit})
         payload["next_url"] = f"{base_url}{_SPLITS}?cursor={cursor}"
-    return 200, payload
+    return payload
 
 
 def constituents_html(constituents: Iterable[Constituent]) -> str:
@@ -508,7 +503,7 @@ class _Handler(BaseHTTPRequestHandler):
             app.stall()
         base_url = f"http://{self.headers.get('Host') or app.url.removeprefix('http://')}"
         try:
-            status, payload = endpoint(app, base_url, params, *parts)
+            status, payload = 200, endpoint(app, base_url, params, *parts)
         except BadRequest as error:
             status, payload = 400, {"status": "ERROR", "request_id": _request_id(), "error": str(error)}
         if fault == "null_results":
@@ -548,6 +543,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes, content_type: str, headers: Optional[dict] = None,
               fault: Optional[str] = None) -> None:
+        # recorded before the client can read the answer, so a test that has it sees the entry
+        self._record(status, fault)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -556,7 +553,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
-        self._record(status, fault)
 
     def _record(self, status: Optional[int], fault: Optional[str]) -> None:
         url = urlsplit(self.path)
