@@ -78,3 +78,43 @@ def test_seed_usage_example_works_verbatim(tmp_path, market):
     assert metrics["complete_ingestion"]["duration"] > 0
     assert isinstance(metrics["complete_ingestion"]["memory_usage_mb"], float)
     assert metrics["complete_ingestion"]["count"] == 2  # the run's own measurement and ours
+
+
+def test_progress_bar_on_a_terminal(tmp_path, market):
+    """Under a pseudo-terminal the bar shows calls done, bars and API calls; --no-progress hides it."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+    import subprocess
+    import sys
+
+    from ingest_helpers import ROOT
+
+    def run(*extra: str) -> str:
+        leader, follower = pty.openpty()
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a 120-column terminal
+        env = {**os.environ, **_env(server, f"sqlite:///{tmp_path / ('wh%d.db' % len(extra))}"),
+               "PYTHONPATH": str(ROOT), "COLUMNS": "120"}
+        proc = subprocess.Popen([sys.executable, "-m", "CandleThrob.ingestion.ingest_data", "--end", END, *extra],
+                                env=env, stdout=subprocess.DEVNULL, stderr=follower)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        proc.wait(timeout=60)
+        os.close(leader)
+        return b"".join(chunks).decode("utf-8", "replace")
+
+    with PolygonServer(market, api_key=SECRET_KEY, today=END) as server:
+        shown = run()
+        hidden = run("--no-progress")
+    assert "ingest: 100%" in shown and "24/24" in shown and "bars=744" in shown and "api_calls=24" in shown
+    assert "ingest:" not in hidden

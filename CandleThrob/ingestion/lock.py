@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+import threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -126,7 +127,29 @@ class RunLock:
             self.held = False
             raise LockLostError(f"the lock {self.name!r} was taken over by another run")
 
+    def start_heartbeat(self, interval: float = 60.0) -> None:
+        """Beat from a background thread too, so that a batch stuck for minutes in
+        rate-limit waits is not mistaken for a dead run by another host."""
+        self._stop_beating = threading.Event()
+
+        def beat() -> None:
+            while not self._stop_beating.wait(interval):
+                try:
+                    with self.warehouse.transaction() as conn:
+                        conn.execute(update(ingestion_lock).where(and_(
+                            ingestion_lock.c.lock_name == self.name, ingestion_lock.c.run_id == self.run_id))
+                            .values(heartbeat_at=utcnow()))
+                except Exception:  # a missed beat is harmless; the batch commits beat too
+                    continue
+
+        self._beater = threading.Thread(target=beat, name="lock-heartbeat", daemon=True)
+        self._beater.start()
+
     def release(self) -> None:
+        if getattr(self, "_beater", None) is not None:
+            self._stop_beating.set()
+            self._beater.join()
+            self._beater = None
         if not self.held:
             return
         with self.warehouse.transaction() as conn:

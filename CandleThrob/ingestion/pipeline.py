@@ -283,6 +283,7 @@ class CompleteDataIngestion:
         lock = RunLock(self.warehouse, self.run_id,
                        name=f"shard-{options.shard[0]}-of-{options.shard[1]}" if options.shard else "main")
         lock.acquire()
+        lock.start_heartbeat()
         try:
             return self._locked_run(options, lock, end, universe, selected, plan, missing, started)
         finally:

@@ -152,7 +152,7 @@ class Warehouse:
             "open_price": num(r.open), "high_price": num(r.high), "low_price": num(r.low),
             "close_price": num(r.close), "volume": num(r.volume), "vwap": num(r.vwap),
             "num_transactions": num(r.transactions), "reasons": str(r.reasons)[:400],
-            "detail": (str(r.detail) if isinstance(r.detail, str) else None),
+            "detail": _text(r.detail, 2000),
             "source": getattr(r, "source", None), "rejected_at": now,
         } for r in rejected.itertuples(index=False)]
         conn.execute(insert(rejected_bars), rows)
@@ -254,7 +254,7 @@ class Warehouse:
         current = set(members["ticker"])
         previously_active = set(stored.loc[stored["active"].astype(bool), "ticker"])
         known = set(stored["ticker"])
-        rows = [{"ticker": r.ticker, "name": r.name, "sector": r.sector, "kind": r.kind,
+        rows = [{"ticker": r.ticker, "name": _text(r.name, 255), "sector": _text(r.sector, 128), "kind": r.kind,
                  "first_seen": today, "last_seen": today, "active": True}
                 for r in members.itertuples(index=False) if r.ticker not in known]
         with self.transaction() as conn:
@@ -308,6 +308,11 @@ class Warehouse:
     def set_state(self, conn: Connection, key: str, value: str) -> None:
         bulk.upsert_rows(conn, ingestion_state, [{"state_key": key, "state_value": value}],
                          key=("state_key",))
+
+
+def _text(value: Any, limit: int) -> Optional[str]:
+    """A string cut to its column's width; pandas' NaN for a missing one becomes NULL."""
+    return value[:limit] if isinstance(value, str) else None
 
 
 def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
