@@ -4,17 +4,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pandas as pd
 import pytest
 
-from CandleThrob.ingestion.pipeline import CompleteDataIngestion, RunOptions
 from CandleThrob.ingestion.trading_calendar import TradingCalendar
 from CandleThrob.testing.datagen import generate_market
 from CandleThrob.testing.polygon_server import PolygonServer
 
-from ingest_helpers import API_KEY, cli, data_calls, ingest, make_config, query, stored
+from ingest_helpers import API_KEY, cli, data_calls, ingest, query, stored
 
 END = "2024-06-14"  # a Friday
 NEXT = ["2024-06-17", "2024-06-18", "2024-06-20", "2024-06-21"]  # 06-19 is Juneteenth

@@ -10,7 +10,7 @@ from CandleThrob.ingestion.ingest_data import AdvancedCompleteDataIngestion, Bat
 from CandleThrob.testing.datagen import generate_market
 from CandleThrob.testing.polygon_server import PolygonServer
 
-from ingest_helpers import API_KEY, cli, query
+from ingest_helpers import cli, query
 
 END = "2024-03-15"
 SECRET_KEY = "sk-live-7Hq2ZpX9"

@@ -22,7 +22,7 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from .schema import BAR_COLUMNS_DB, ticker_data
+from .schema import BAR_COLUMNS_DB
 
 _KEY = ("ticker", "trade_date")
 _UPDATED = tuple(c for c in BAR_COLUMNS_DB if c not in _KEY)

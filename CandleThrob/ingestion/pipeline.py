@@ -8,6 +8,7 @@ Polygon-compatible server.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import json
 import logging
@@ -19,7 +20,7 @@ import uuid
 import zlib
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import pandas as pd
 
@@ -35,7 +36,7 @@ from .errors import (CandleThrobError, ConfigError, FatalError, InterruptedRun, 
 from .lock import RunLock
 from .logs import get_ingestion_logger, set_run_context
 from .monitor import MemoryBudget, PerformanceMonitor
-from .planner import GroupedCall, Plan, RangeCall, plan_calls
+from .planner import GroupedCall, Plan, plan_calls
 from .progress import Progress
 from .quality import DataQualityValidator
 from .ratelimit import RateLimiter
@@ -90,13 +91,11 @@ class TickerOutcome:
             day = pd.Timestamp(last).date()
             self.last_date = max(self.last_date, day) if self.last_date else day
 
-    def flag(self, key: str, values: Iterable, cap: int = 50) -> None:
+    def flag(self, key: str, values: list, cap: int = 50) -> None:
+        """Add to a listed flag (keeping the first ``cap`` entries) and count them all."""
         items = self.flags.setdefault(key, [])
-        for value in values:
-            if len(items) < cap:
-                items.append(value)
-        self.flags[f"{key}_count"] = self.flags.get(f"{key}_count", 0) + len(list(values)) \
-            if not isinstance(values, list) else self.flags.get(f"{key}_count", 0) + len(values)
+        items.extend(values[:max(0, cap - len(items))])
+        self.flags[f"{key}_count"] = self.flags.get(f"{key}_count", 0) + len(values)
 
     def row(self, run_id: str) -> dict:
         return {"run_id": run_id, "ticker": self.ticker, "status": self.status,
@@ -220,10 +219,12 @@ class CompleteDataIngestion:
         final = self.calendar.last_final_session(self.clock())
         if end is None:
             return final
-        wanted = pd.Timestamp(end)
+        if pd.Timestamp(end) > final:
+            log.warning("--end %s is after the last session with final bars (%s): using %s", end,
+                        final.date(), final.date())
+            return final
         # An --end on a weekend or holiday means the session before it.
-        return min(self.calendar.session_on_or_before(wanted), final) if wanted <= final + pd.Timedelta(days=366) \
-            else final
+        return self.calendar.session_on_or_before(pd.Timestamp(end))
 
     def default_start(self, end: pd.Timestamp) -> pd.Timestamp:
         if self.config.history_start:
@@ -625,9 +626,9 @@ class CompleteDataIngestion:
                 outcome.flag("split_like_moves", [{"date": str(d.date()), "split_from": a, "split_to": b}
                                                   for d, a, b in quality.split_like_moves])
             if quality.reasons_count:
-                outcome.flags["rejected_reasons"] = {
-                    k: outcome.flags.get("rejected_reasons", {}).get(k, 0) + v
-                    for k, v in {**outcome.flags.get("rejected_reasons", {}), **quality.reasons_count}.items()}
+                reasons = collections.Counter(outcome.flags.get("rejected_reasons", {}))
+                reasons.update(quality.reasons_count)
+                outcome.flags["rejected_reasons"] = dict(sorted(reasons.items()))
         for ticker in quarantined:
             outcome = self.outcomes[ticker]
             outcome.status = "quarantined"

@@ -14,7 +14,7 @@ import json
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 import pandas as pd
-from sqlalchemy import and_, delete, func, insert, select, text, update
+from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
