@@ -328,10 +328,13 @@ def test_universe_sync_add_remove_rejoin(wh):
 def test_splits_recorded_once_and_marked_applied(engine, wh):
     split = {"ticker": "NVDA", "execution_date": D(2024, 6, 10), "split_from": 1.0, "split_to": 10.0}
     with wh.transaction() as conn:
-        assert wh.record_splits(conn, [split, dict(split)]) == [split]
+        assert wh.record_splits(conn, [split, dict(split)]) == 1
     with wh.transaction() as conn:
-        assert wh.record_splits(conn, [split]) == []
+        wh.record_splits(conn, [split])
+    assert wh.unapplied_splits() == [{"ticker": "NVDA", "execution_date": D(2024, 6, 10)}]
+    with wh.transaction() as conn:
         wh.mark_split_applied(conn, "NVDA", "run-7")
+    assert wh.unapplied_splits() == []
     assert wh.known_splits() == {"NVDA": {D(2024, 6, 10): 10.0}}
     with engine.connect() as conn:
         assert conn.execute(select(stock_splits.c.applied_run_id)).scalars().all() == ["run-7"]

@@ -209,3 +209,22 @@ def test_memory_budget_stops_cleanly_before_exceeding_it(tmp_path, market40):
     assert "stopped early (max_memory_usage): 40 calls left" in done.stdout
     assert query(url, "SELECT COUNT(*) FROM ticker_data") == [(0,)]
     assert query(url, "SELECT status FROM ingestion_runs") == [("partial",)]
+
+
+def test_a_grouped_day_that_keeps_failing_is_partial_and_fetched_next_run(sqlite_url, tmp_path, market40):
+    """Nothing is quarantined for a day that was not answered, and the next run fills it."""
+    reference = f"sqlite:///{tmp_path / 'reference.db'}"
+    with PolygonServer(market40, api_key=API_KEY, today="2024-03-01") as server:
+        ingest(reference, server, "2024-03-06", start="2024-02-01")
+    with PolygonServer(market40, api_key=API_KEY, today="2024-03-01") as server:
+        ingest(sqlite_url, server, "2024-03-01", start="2024-02-01")
+        server.fault_rate, server.fault_kinds = 1.0, ("5xx",)
+        first = ingest(sqlite_url, server, "2024-03-04", max_retries=1)  # the day fails twice
+        assert first["exit_code"] == 1 and first["failed_grouped_days"] == ["2024-03-04"]
+        server.fault_rate = 0.0
+        mark = len(server.requests)
+        second = ingest(sqlite_url, server, "2024-03-06")
+        assert sorted(c["path"][-10:] for c in data_calls(server, mark)) == ["2024-03-04", "2024-03-05",
+                                                                            "2024-03-06"]
+    assert second["exit_code"] == 0 and second["rows_rejected"] == 0
+    pd.testing.assert_frame_equal(stored(sqlite_url), stored(reference))

@@ -126,3 +126,34 @@ def test_real_as_traded_data_across_real_splits(shared_data, tmp_path):
     np.testing.assert_allclose(got["close"].to_numpy(), want["close"].to_numpy(), rtol=0, atol=1e-4)
     aapl = got[got["ticker"] == "AAPL"].set_index("trade_date")["close"]
     assert aapl[pd.Timestamp("2014-06-06")] == pytest.approx(645.57 / 28, abs=1e-4)
+
+
+def test_a_run_for_other_tickers_records_the_split_and_the_next_full_run_applies_it(sqlite_url):
+    market = generate_market(10, "2023-01-03", "2024-03-28", seed=13)
+    split_ticker, other = market.constituents[2].symbol, market.constituents[3].symbol
+    market.add_split(split_ticker, "2024-03-18", 1, 4)
+    with PolygonServer(market, api_key=API_KEY, today=BEFORE) as server:
+        ingest(sqlite_url, server, BEFORE, start="2024-01-02")
+        partial = ingest(sqlite_url, server, AFTER, tickers=[other])
+        assert partial["restated"] == {}
+        assert query(sqlite_url, "SELECT ticker, applied_run_id FROM stock_splits") == [(split_ticker, None)]
+        mark = len(server.requests)
+        full = ingest(sqlite_url, server, AFTER)
+        assert "/v3/reference/splits" not in [c["path"] for c in api_calls(server, mark)]  # already asked
+    assert split_ticker in full["restated"]
+    pd.testing.assert_frame_equal(stored(sqlite_url), _adjusted(market, AFTER, "2024-01-02"), check_dtype=False)
+
+
+def test_a_failed_splits_feed_is_partial_and_the_next_run_catches_up(sqlite_url):
+    market = generate_market(10, "2023-01-03", "2024-03-28", seed=13)
+    split_ticker = market.constituents[2].symbol
+    market.add_split(split_ticker, "2024-03-18", 1, 4)
+    with PolygonServer(market, api_key=API_KEY, today=BEFORE) as server:
+        ingest(sqlite_url, server, BEFORE, start="2024-01-02")
+        server.fault_rate, server.fault_kinds = 1.0, ("5xx",)
+        failed = ingest(sqlite_url, server, AFTER, max_retries=1)
+        assert failed["exit_code"] == 1 and failed["splits_feed_error"]
+        server.fault_rate = 0.0
+        caught_up = ingest(sqlite_url, server, AFTER)
+    assert caught_up["exit_code"] == 0 and split_ticker in caught_up["restated"]
+    pd.testing.assert_frame_equal(stored(sqlite_url), _adjusted(market, AFTER, "2024-01-02"), check_dtype=False)

@@ -50,7 +50,8 @@ def bar_rows(bars: pd.DataFrame, run_id: str, ingested_at: Any, date_as: str = "
 def _nullable(series: pd.Series, as_int: bool = False) -> list:
     values = series.to_numpy(dtype="float64")
     missing = np.isnan(values)
-    out = np.where(missing, 0, values).astype(np.int64).tolist() if as_int else values.tolist()
+    # A count the vendor sent as a fraction is rounded here, the same on every database.
+    out = np.rint(np.where(missing, 0, values)).astype(np.int64).tolist() if as_int else values.tolist()
     if missing.any():
         for i in np.flatnonzero(missing).tolist():
             out[i] = None
@@ -114,7 +115,7 @@ def _postgres_copy_upsert(conn: Connection, bars: pd.DataFrame, run_id: str,
         "open_price": bars["open"].to_numpy(), "high_price": bars["high"].to_numpy(),
         "low_price": bars["low"].to_numpy(), "close_price": bars["close"].to_numpy(),
         "volume": bars["volume"].to_numpy(), "vwap": bars["vwap"].to_numpy(),
-        "num_transactions": bars["transactions"].astype("Int64").to_numpy(),
+        "num_transactions": bars["transactions"].round().astype("Int64").to_numpy(),
         "run_id": run_id, "source": bars["source"].to_numpy(), "ingested_at": ingested_at.isoformat(sep=" "),
     })
     # Text COPY of a CSV built by pandas' C writer: no per-row Python work.

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 import pandas as pd
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from CandleThrob import __version__
 
@@ -31,8 +32,8 @@ from .trading_calendar import TradingCalendar
 from .config import AdvancedBatchConfig
 from .coverage import merge_intervals, missing_cells
 from .engine import create_db_engine
-from .errors import (CandleThrobError, ConfigError, FatalError, InterruptedRun, RetriableError,
-                     SkippableError, UniverseUnavailableError)
+from .errors import (CandleThrobError, ConfigError, DatabaseUnavailableError, FatalError, InterruptedRun,
+                     RetriableError, SkippableError, UniverseUnavailableError)
 from .lock import RunLock
 from .logs import get_ingestion_logger, set_run_context
 from .monitor import MemoryBudget, PerformanceMonitor
@@ -219,6 +220,9 @@ class CompleteDataIngestion:
         final = self.calendar.last_final_session(self.clock())
         if end is None:
             return final
+        if pd.Timestamp(end) < self.calendar.first_session:
+            raise ConfigError(f"--end {end} is before {self.calendar.first_session.date()}, the first "
+                              "session of the trading calendar")
         if pd.Timestamp(end) > final:
             log.warning("--end %s is after the last session with final bars (%s): using %s", end,
                         final.date(), final.date())
@@ -271,6 +275,9 @@ class CompleteDataIngestion:
         options = options or RunOptions()
         started = time.monotonic()
         self.outcomes = {}
+        self.failed_days: list[str] = []
+        self.stop_event.clear()
+        self.stop_signal = None
         end = self.resolve_end(options.end)
         universe = self.resolve_universe(options)
         selected = [t for t in universe if options.shard is None or shard_of(t, options.shard[1]) == options.shard[0]]
@@ -322,7 +329,7 @@ class CompleteDataIngestion:
         log.info("run started: %d tickers through %s; %d calls planned (%d grouped, %d range) for %d missing cells",
                  len(selected), end.date(), plan.calls, len(plan.grouped), len(plan.ranges), plan.missing_cells)
         state = {"status": "running", "error": None, "stopped": None, "remaining_calls": 0,
-                 "restated": {}, "exit_code": 0}
+                 "restated": {}, "exit_code": 0, "splits_failed": None}
         try:
             with self.performance_monitor.monitor_operation("complete_ingestion"):
                 if options.verify_adjustments:
@@ -336,6 +343,7 @@ class CompleteDataIngestion:
                             plan = self._share_of(plan, options.shard, set(selected))
                 if not options.verify_adjustments:
                     self._execute(plan, missing, set(universe), end, lock, options, state, started)
+                self._check_stop()  # a signal during a run with nothing to fetch still counts
         except InterruptedRun as exc:
             state.update(status="interrupted", error=str(exc), exit_code=exc.exit_code)
         except FatalError as exc:
@@ -343,6 +351,10 @@ class CompleteDataIngestion:
             state.update(status="failed", error=str(exc), exit_code=exc.exit_code)
         except CandleThrobError as exc:
             state.update(status="failed", error=str(exc), exit_code=exc.exit_code)
+        except (OperationalError, InterfaceError) as exc:
+            message = f"the database failed during the run ({wh.describe()}): {exc.orig}"
+            log.error("%s", message)
+            state.update(status="failed", error=message, exit_code=DatabaseUnavailableError.exit_code)
         except Exception as exc:  # an unforeseen bug: record it, then let it surface
             state.update(status="failed", error=f"{exc.__class__.__name__}: {exc}", exit_code=1)
             self._finish(state, started, end, plan, selected)
@@ -351,32 +363,43 @@ class CompleteDataIngestion:
 
     # ---- splits -----------------------------------------------------------------------
     def _apply_new_splits(self, lock: RunLock, universe: Sequence[str], end: pd.Timestamp, state: dict) -> None:
+        """Ask the splits feed once for what executed since the last check (every
+        ticker's splits are recorded, whoever this run is for), then restate each
+        ticker of this run that has a split not yet applied."""
         wh = self.warehouse
         since_text = wh.get_state(LAST_SPLIT_CHECK)
         since = dt.date.fromisoformat(since_text) if since_text else None
-        if since is not None and since >= end.date():
-            return
-        coverage = wh.coverage()
-        if not coverage:
-            # Nothing stored yet: every bar will be fetched already adjusted.
-            with wh.transaction() as conn:
-                lock.assert_held(conn)
-                wh.set_state(conn, LAST_SPLIT_CHECK, end.date().isoformat())
-            return
-        splits = self.source.fetch_splits(since, end.date())
+        if since is None or since < end.date():
+            if not wh.coverage():
+                splits = []  # nothing stored yet: every bar will come already adjusted
+            else:
+                try:
+                    splits = self.source.fetch_splits(since, end.date())
+                except (RetriableError, SkippableError) as exc:
+                    # The bars can still be fetched; the next run asks again from the same date.
+                    log.error("splits feed failed, split restatements wait for the next run: %s", exc)
+                    state["splits_failed"] = str(exc)
+                    splits = None
+            if splits is not None:
+                with wh.transaction() as conn:
+                    lock.assert_held(conn)
+                    wh.record_splits(conn, splits)
+                    wh.set_state(conn, LAST_SPLIT_CHECK, end.date().isoformat())
         members = set(universe)
-        relevant = [s for s in splits if s["ticker"] in members]
-        with wh.transaction() as conn:
-            lock.assert_held(conn)
-            fresh = wh.record_splits(conn, relevant)
-            wh.set_state(conn, LAST_SPLIT_CHECK, end.date().isoformat())
-        affected = sorted({s["ticker"] for s in fresh})
-        for ticker in affected:
+        pending: dict[str, list[dt.date]] = {}
+        for split in wh.unapplied_splits():
+            if split["ticker"] in members:
+                pending.setdefault(split["ticker"], []).append(split["execution_date"])
+        for ticker, days in sorted(pending.items()):
+            self._check_stop()
             span = wh.stored_span(ticker)
-            when = [s["execution_date"] for s in fresh if s["ticker"] == ticker]
-            if span is None or span[0] >= max(when):
-                continue  # nothing stored before the split: nothing on the old basis
-            self._restate(lock, ticker, span[0], end, state, reason=f"split on {', '.join(map(str, when))}")
+            if span is None or span[0] >= max(days):
+                # Nothing stored before the split: nothing is on the old basis.
+                with wh.transaction() as conn:
+                    lock.assert_held(conn)
+                    wh.mark_split_applied(conn, ticker, self.run_id)
+                continue
+            self._restate(lock, ticker, span[0], end, state, reason=f"split on {', '.join(map(str, sorted(days)))}")
 
     def _restate(self, lock: RunLock, ticker: str, start: dt.date, end: pd.Timestamp, state: dict,
                  reason: str, compare: bool = False) -> int:
@@ -394,6 +417,13 @@ class CompleteDataIngestion:
             outcome.api_calls += 1
         fresh = fresh.assign(source="range")
         result = self.validator.check(fresh, end=end, splits=self._split_dates())
+        low = [q for q in result.tickers.values() if not q.ok]
+        if low:
+            outcome.status = "failed"
+            outcome.error = (f"restatement refused: the fresh history scores {low[0].score:.4f}, below "
+                             f"MIN_DATA_QUALITY_SCORE {self.config.min_data_quality_score}")
+            log.error("%s: %s", ticker, outcome.error)
+            return 0
         changed = len(fresh)
         if compare:
             changed = _count_changed(wh.bars([ticker], start, end.date()), result.accepted)
@@ -442,6 +472,10 @@ class CompleteDataIngestion:
     def _execute(self, plan: Plan, missing: dict[str, pd.DatetimeIndex], universe: set[str],
                  end: pd.Timestamp, lock: RunLock, options: RunOptions, state: dict, started: float) -> None:
         calls: list = list(plan.grouped) + list(plan.ranges)
+        batch_size = self.config.batch_size
+        # Grouped days and ranges never share a batch: their answers are scored differently.
+        batches = [plan.grouped[i:i + batch_size] for i in range(0, len(plan.grouped), batch_size)] \
+            + [plan.ranges[i:i + batch_size] for i in range(0, len(plan.ranges), batch_size)]
         # Cells each grouped day must fill: the tickers missing that session.
         wanted_on: dict[pd.Timestamp, set[str]] = {}
         for ticker, days in missing.items():
@@ -450,11 +484,12 @@ class CompleteDataIngestion:
         typical = int(self.warehouse.get_state(GROUPED_TYPICAL) or 0)
         previous = self.warehouse.latest_closes()
         splits = self._split_dates()
-        batch_size = self.config.batch_size
         progress = Progress(total=len(calls), enabled=options.progress)
         suspects: set[str] = set()
+        done = 0
         try:
-            for first in range(0, len(calls), batch_size):
+            for batch in batches:
+                first = done
                 if time.monotonic() - started >= self.config.max_processing_time:
                     state["stopped"] = "max_processing_time"
                     state["remaining_calls"] = len(calls) - first
@@ -467,16 +502,20 @@ class CompleteDataIngestion:
                     log.warning("memory at %.0f MB, near MAX_MEMORY_USAGE (%.0f MB): stopping with %d calls left",
                                 self.memory_budget.rss_mb(), self.config.max_memory_usage, len(calls) - first)
                     return
-                batch = calls[first:first + batch_size]
-                results = self._fetch(batch, typical)
+                results, failure = self._fetch(batch, typical)
                 typical = max([typical] + [len(r.bars) for r in results
                                            if isinstance(r.call, GroupedCall) and r.bars is not None])
-                suspects |= self._store(results, wanted_on, universe, end, lock, previous, splits, typical)
-                progress.update(len(batch), bars=sum(len(r.bars) for r in results if r.bars is not None),
+                # Calls already paid for are kept, even when the batch was cut short.
+                suspects |= self._store(results, wanted_on, universe, end, lock, previous, splits, typical,
+                                        grouped=isinstance(batch[0], GroupedCall))
+                done += len(results)
+                progress.update(len(results), bars=sum(len(r.bars) for r in results if r.bars is not None),
                                 api_calls=self.source.total_calls)
+                if failure is not None:
+                    raise failure
                 self._check_stop()
         except InterruptedRun:
-            state["remaining_calls"] = len(calls)
+            state["remaining_calls"] = len(calls) - done
             raise
         finally:
             progress.close()
@@ -498,9 +537,10 @@ class CompleteDataIngestion:
         if self.stop_event.is_set():
             raise InterruptedRun(self.stop_signal or 15)
 
-    def _fetch(self, batch: list, typical: int) -> list[CallResult]:
-        """Make a batch's calls, concurrently when allowed. A fatal error in one
-        worker stops the others before their next request and is raised as is."""
+    def _fetch(self, batch: list, typical: int) -> tuple[list[CallResult], Optional[BaseException]]:
+        """Make a batch's calls, concurrently when allowed. Returns the completed
+        calls and what cut the batch short, if anything: a fatal error in one
+        worker, or a stop request, ends the others before their next request."""
         min_tickers = max(1, int(typical * GROUPED_MIN_SHARE))
         fatal: list[FatalError] = []
 
@@ -522,7 +562,13 @@ class CompleteDataIngestion:
 
         workers = min(self.config.workers, len(batch))
         if workers <= 1:
-            return [one(call) for call in batch]
+            results = []
+            for call in batch:
+                try:
+                    results.append(one(call))
+                except (FatalError, InterruptedRun) as exc:
+                    return results, exc
+            return results, None
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
             futures = [pool.submit(one, call) for call in batch]
             try:
@@ -532,18 +578,16 @@ class CompleteDataIngestion:
                     self.stop_event.set()
                 for f in futures:
                     f.cancel()
-        if fatal:
-            raise fatal[0]
-        for f in futures:  # an interruption (or a bug) in a worker, not a cancelled neighbour
-            if not f.cancelled() and f.exception() is not None:
-                raise f.exception()
-        return [f.result() for f in futures]
+        completed = [f for f in futures if not f.cancelled()]
+        failures = [f.exception() for f in completed if f.exception() is not None]
+        results = [f.result() for f in completed if f.exception() is None]
+        return results, (fatal[0] if fatal else failures[0] if failures else None)
 
     def _store(self, results: list[CallResult], wanted_on: dict, universe: set[str], end: pd.Timestamp,
-               lock: RunLock, previous: dict, splits: dict, typical: int) -> set[str]:
+               lock: RunLock, previous: dict, splits: dict, typical: int, grouped: bool) -> set[str]:
         """Validate and write one batch in one transaction; returns the tickers whose
         first new bar sits at a split-like ratio to their stored close."""
-        frames, coverage = [], {}
+        frames, coverage, flagged = [], {}, set()
         for result in results:
             call = result.call
             if isinstance(call, GroupedCall):
@@ -551,6 +595,8 @@ class CompleteDataIngestion:
                 if result.error is not None:
                     for ticker in wanted & self.outcomes.keys():
                         self.outcomes[ticker].flag("grouped_days_failed", [str(call.session.date())])
+                        flagged.add(ticker)
+                    self.failed_days.append(str(call.session.date()))
                     log.error("grouped day %s failed: %s", call.session.date(), result.error)
                     continue
                 bars = result.bars[result.bars["ticker"].isin(wanted)]
@@ -558,6 +604,7 @@ class CompleteDataIngestion:
                 for ticker in absent:
                     if ticker in self.outcomes:
                         self.outcomes[ticker].flag("absent_from_grouped_day", [str(call.session.date())])
+                        flagged.add(ticker)
                 frames.append(bars.assign(source="grouped"))
                 day = call.session.date()
                 for ticker in wanted:
@@ -566,6 +613,7 @@ class CompleteDataIngestion:
                 outcome = self.outcomes.setdefault(call.ticker, TickerOutcome(call.ticker))
                 outcome.api_calls += 1
                 outcome.duration_s += result.seconds
+                flagged.add(call.ticker)
                 if result.error is not None:
                     outcome.status = "failed"
                     outcome.error = str(result.error)
@@ -576,7 +624,7 @@ class CompleteDataIngestion:
         bars = concat_bars(frames)
         if "source" not in bars:
             bars = bars.assign(source=pd.Series(dtype=object))
-        check = self.validator.check(bars, end=end, splits=splits, previous_close=previous)
+        check = self.validator.check(bars, end=end, splits=splits, previous_close=previous, gaps=not grouped)
         quarantined = check.quarantine_low_scores()
         for ticker in quarantined:
             coverage.pop(ticker, None)  # asked again next run: the vendor may have fixed it
@@ -587,7 +635,7 @@ class CompleteDataIngestion:
             self.warehouse.add_coverage(conn, coverage, self.run_id, self._merge)
             if typical:
                 self.warehouse.set_state(conn, GROUPED_TYPICAL, str(typical))
-            touched = self._account(check, quarantined, bars)
+            touched = self._account(check, quarantined, bars) | flagged
             if self.config.enable_audit_trail and touched:
                 self.warehouse.write_audit(conn, [self.outcomes[t].row(self.run_id) for t in sorted(touched)])
             self.warehouse.update_run(self.run_id, self._totals(), conn=conn)
@@ -653,7 +701,7 @@ class CompleteDataIngestion:
         status = state["status"]
         exit_code = state["exit_code"]
         if status == "running":
-            if failed or state["stopped"]:
+            if failed or state["stopped"] or self.failed_days or state["splits_failed"]:
                 status, exit_code = "partial", 1
             else:
                 status, exit_code = "success", 0
@@ -676,7 +724,8 @@ class CompleteDataIngestion:
             "retries_by_category": {getattr(k, "value", str(k)): v
                                     for k, v in source.retry_policy.stats.items()} if source else {},
             "rate_limited": source.rate_limiter.rate_limited_count if source else 0,
-            "restated": state["restated"],
+            "restated": state["restated"], "failed_grouped_days": self.failed_days,
+            "splits_feed_error": state["splits_failed"],
             "seconds": round(time.monotonic() - started, 3),
             "peak_rss_mb": round(self.performance_monitor.peak_rss_mb(), 1),
             "database": self.warehouse.describe(),

@@ -207,12 +207,16 @@ class DataQualityValidator:
 
     def check(self, bars: pd.DataFrame, *, end: Optional[DateLike] = None,
               splits: Optional[Mapping[str, Iterable[DateLike]]] = None,
-              previous_close: Optional[Mapping[str, tuple[DateLike, float]]] = None) -> QualityResult:
+              previous_close: Optional[Mapping[str, tuple[DateLike, float]]] = None,
+              gaps: bool = True) -> QualityResult:
         """Apply the row rules to a multi-ticker bars frame and score each ticker.
 
         ``splits``: ticker -> dates of the splits on record (their moves are expected).
         ``previous_close``: ticker -> (date, close) of the last stored bar, the
-        reference for the first new bar of an incremental run."""
+        reference for the first new bar of an incremental run.
+        ``gaps=False`` when the frame is not each ticker's own series (grouped
+        days, one answer per session): a ticker absent from one of them is a
+        fact about that day, not a hole in an answer, so completeness is 1."""
         end = pd.Timestamp(end).normalize() if end is not None else None
         dates = bars["trade_date"].dropna()
         sessions = (self.calendar.sessions_in_range(dates.min(), dates.max()) if len(dates)
@@ -221,7 +225,7 @@ class DataQualityValidator:
         bad = flags.any(axis=1)
         reasons, detail = self._explain(bars[bad], flags[bad], end)
         rejected = bars[bad].assign(reasons=reasons, detail=detail)
-        tickers = self._ticker_quality(bars, flags, ~bad, sessions, splits or {}, previous_close or {})
+        tickers = self._ticker_quality(bars, flags, ~bad, sessions, splits or {}, previous_close or {}, gaps)
         return QualityResult(accepted=bars[~bad], rejected=rejected, tickers=tickers)
 
     def _row_flags(self, bars: pd.DataFrame, end: Optional[pd.Timestamp],
@@ -274,7 +278,7 @@ class DataQualityValidator:
 
     def _ticker_quality(self, bars: pd.DataFrame, flags: pd.DataFrame, good: pd.Series,
                         sessions: pd.DatetimeIndex, splits: Mapping, previous_close: Mapping,
-                        ) -> dict[str, TickerQuality]:
+                        gaps: bool = True) -> dict[str, TickerQuality]:
         accepted = bars[good]
         span = accepted.groupby("ticker")["trade_date"].agg(["min", "max", "size"])
         span["expected"] = (sessions.searchsorted(span["max"], side="right")
@@ -283,7 +287,7 @@ class DataQualityValidator:
         sent = bars.loc[bars["trade_date"].isin(sessions), ["ticker", "trade_date"]].drop_duplicates()
         sent = sent.join(span[["min", "max"]], on="ticker")
         sent = sent[sent["trade_date"].between(sent["min"], sent["max"])]
-        missing = _gaps(sent, sessions)
+        missing = _gaps(sent, sessions) if gaps else {}
         counts = flags.groupby(bars["ticker"]).sum().to_dict("index")
         big_moves, split_like = self._moves(accepted, splits, previous_close)
 

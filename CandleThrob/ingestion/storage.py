@@ -272,17 +272,23 @@ class Warehouse:
                 "rejoined": sorted((current & known) - previously_active)}
 
     # ---- splits ----------------------------------------------------------------
-    def record_splits(self, conn: Connection, splits: Sequence[dict]) -> list[dict]:
-        """Insert splits not yet known; returns the new ones (deduplicated)."""
-        if not splits:
-            return []
+    def record_splits(self, conn: Connection, splits: Sequence[dict]) -> int:
+        """Record splits, once each: the feed repeats some, and concurrent runs
+        may record the same one (an existing row is left as it is)."""
         unique = {(s["ticker"], s["execution_date"]): s for s in splits}
-        known = self.known_splits(conn=conn)
-        fresh = [s for key, s in sorted(unique.items()) if key[1] not in known.get(key[0], {})]
         now = utcnow()
-        if fresh:
-            conn.execute(insert(stock_splits), [{**s, "recorded_at": now} for s in fresh])
-        return fresh
+        rows = [{"ticker": t, "execution_date": d, "split_from": s["split_from"], "split_to": s["split_to"],
+                 "recorded_at": now} for (t, d), s in sorted(unique.items())]
+        bulk.upsert_rows(conn, stock_splits, rows, key=("ticker", "execution_date"), update_existing=False)
+        return len(rows)
+
+    def unapplied_splits(self) -> list[dict]:
+        """Splits recorded but not yet applied to the stored history."""
+        c = stock_splits.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(c.ticker, c.execution_date).where(c.applied_run_id.is_(None))
+                                .order_by(c.ticker, c.execution_date)).all()
+        return [{"ticker": t, "execution_date": _date(d)} for t, d in rows]
 
     def mark_split_applied(self, conn: Connection, ticker: str, run_id: str) -> None:
         conn.execute(update(stock_splits).where(and_(stock_splits.c.ticker == ticker,
