@@ -165,8 +165,8 @@ def _start_demo(config: AdvancedBatchConfig) -> tuple:
                  "sp500_url": f"{server.url}/wiki/List_of_S%26P_500_companies",
                  "rate_limit_seconds": 0, "history_start": None, "min_sp500_symbols": DEMO_TICKERS,
                  "database_url": config.database_url or f"sqlite:///{DEMO_DATABASE.as_posix()}"}
-    print(f"demo: local Polygon-compatible server at {server.url} with {DEMO_TICKERS} S&P-like "
-          f"tickers + 20 ETFs", file=sys.stderr)
+    log.info("demo: local Polygon-compatible server at %s with %d S&P-like tickers + 20 ETFs",
+             server.url, DEMO_TICKERS)
     return server, settings
 
 

@@ -619,6 +619,10 @@ class CompleteDataIngestion:
                     outcome.error = str(result.error)
                     log.error("%s: %s", call.ticker, result.error)
                     continue
+                if result.bars.empty:
+                    outcome.flags["no_data"] = f"{call.start.date()}..{call.end.date()}"
+                    log.warning("%s: the source has no bars from %s to %s (not listed then, or an unknown "
+                                "symbol)", call.ticker, call.start.date(), call.end.date())
                 frames.append(result.bars.assign(source="range"))
                 coverage.setdefault(call.ticker, []).append((call.start.date(), call.end.date()))
         bars = concat_bars(frames)
