@@ -45,8 +45,15 @@ def epoch_ms_to_session_date(ms: Iterable) -> pd.Series:
 
 
 def _numeric(values: list) -> np.ndarray:
-    # pd.to_numeric turns strings and junk into NaN instead of raising, so a
-    # malformed value reaches the quality gate as "non-numeric", not a crash.
+    # The common case, numbers and None (-> NaN), in one C call; anything else
+    # goes through pd.to_numeric, which turns strings and junk into NaN instead
+    # of raising, so a malformed value reaches the quality gate, not a crash.
+    try:
+        array = np.array(values, dtype="float64")
+        if array.ndim == 1:
+            return array
+    except (TypeError, ValueError):
+        pass
     return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype="float64")
 
 

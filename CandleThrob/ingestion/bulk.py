@@ -13,7 +13,6 @@ Other tables use ``upsert_rows``, the same idea through SQLAlchemy constructs.
 from __future__ import annotations
 
 import datetime as dt
-import io
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -25,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from .schema import BAR_COLUMNS_DB
 
 _KEY = ("ticker", "trade_date")
+CHUNK_ROWS = 10_000  # rows turned into driver tuples at a time
 _UPDATED = tuple(c for c in BAR_COLUMNS_DB if c not in _KEY)
 
 ORACLE_ARRAY_ROWS = 50_000
@@ -66,8 +66,10 @@ def upsert_bars(conn: Connection, bars: pd.DataFrame, run_id: str, ingested_at: 
     bars = bars.sort_values(["ticker", "trade_date"], kind="stable")
     backend = conn.dialect.name
     if backend == "sqlite":
-        rows = bar_rows(bars, run_id, ingested_at.isoformat(sep=" "))
-        conn.exec_driver_sql(sqlite_upsert_sql(), rows)
+        stamp, sql = ingested_at.isoformat(sep=" "), sqlite_upsert_sql()
+        # Tuples for a whole batch of grouped days would cost more memory than the bars.
+        for start in range(0, len(bars), CHUNK_ROWS):
+            conn.exec_driver_sql(sql, bar_rows(bars.iloc[start:start + CHUNK_ROWS], run_id, stamp))
     elif backend == "postgresql":
         _postgres_copy_upsert(conn, bars, run_id, ingested_at)
     elif backend == "oracle":
@@ -103,30 +105,26 @@ def postgres_upsert_sql(staging: str) -> str:
             f"ON CONFLICT (ticker, trade_date) DO UPDATE SET {updates}")
 
 
+# Binary COPY types, in BAR_COLUMNS_DB order.
+_PG_COPY_TYPES = ("varchar", "date", "float8", "float8", "float8", "float8", "float8", "float8",
+                  "int8", "varchar", "varchar", "timestamp")
+
+
 def _postgres_copy_upsert(conn: Connection, bars: pd.DataFrame, run_id: str,
                           ingested_at: dt.datetime) -> None:
     staging = "ticker_data_stage"
     conn.exec_driver_sql(
         f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} "
         f"(LIKE ticker_data INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
-    frame = pd.DataFrame({
-        "ticker": bars["ticker"].to_numpy(),
-        "trade_date": bars["trade_date"].dt.strftime("%Y-%m-%d").to_numpy(),
-        "open_price": bars["open"].to_numpy(), "high_price": bars["high"].to_numpy(),
-        "low_price": bars["low"].to_numpy(), "close_price": bars["close"].to_numpy(),
-        "volume": bars["volume"].to_numpy(), "vwap": bars["vwap"].to_numpy(),
-        "num_transactions": bars["transactions"].round().astype("Int64").to_numpy(),
-        "run_id": run_id, "source": bars["source"].to_numpy(), "ingested_at": ingested_at.isoformat(sep=" "),
-    })
-    # Text COPY of a CSV built by pandas' C writer: no per-row Python work.
-    # repr-precision floats keep every digit, so COPY loses nothing.
-    buffer = io.StringIO()
-    frame.to_csv(buffer, header=False, index=False, na_rep="\\N", float_format="%.17g")
     raw = conn.connection.driver_connection
     with raw.cursor() as cursor:
-        with cursor.copy(f"COPY {staging} ({', '.join(BAR_COLUMNS_DB)}) FROM STDIN "
-                         "WITH (FORMAT csv, NULL '\\N')") as copy:
-            copy.write(buffer.getvalue())
+        # Binary COPY: doubles travel as their IEEE bits, nothing to format or to lose,
+        # and psycopg's C writer packs each row.
+        with cursor.copy(f"COPY {staging} ({', '.join(BAR_COLUMNS_DB)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_PG_COPY_TYPES)
+            for start in range(0, len(bars), CHUNK_ROWS):
+                for row in bar_rows(bars.iloc[start:start + CHUNK_ROWS], run_id, ingested_at, date_as="date"):
+                    copy.write_row(row)
         cursor.execute(postgres_upsert_sql(staging))
         cursor.execute(f"DELETE FROM {staging}")
 

@@ -20,19 +20,16 @@ Interval = tuple[dt.date, dt.date]
 def merge_intervals(intervals: Iterable[Interval], sessions: pd.DatetimeIndex) -> list[Interval]:
     """Union of intervals, joining those that touch: no session lies between them."""
     ordered = sorted((a, b) for a, b in intervals if a <= b)
-    merged: list[list[dt.date]] = []
-    values = sessions.values
-    for a, b in ordered:
-        if merged:
-            last_end = merged[-1][1]
-            # sessions strictly between last_end and a
-            lo = np.searchsorted(values, np.datetime64(last_end, "ns"), side="right")
-            hi = np.searchsorted(values, np.datetime64(a, "ns"), side="left")
-            if a <= last_end or hi <= lo:
-                merged[-1][1] = max(last_end, b)
-                continue
-        merged.append([a, b])
-    return [(a, b) for a, b in merged]
+    if len(ordered) < 2:
+        return ordered
+    starts = np.array([a for a, _ in ordered], dtype="datetime64[D]")
+    ends = np.array([b for _, b in ordered], dtype="datetime64[D]")
+    reach = np.maximum.accumulate(ends)[:-1]  # the end of the merged interval so far
+    values = sessions.values.astype("datetime64[D]")
+    # Sessions strictly between what is merged so far and the next interval.
+    between = np.searchsorted(values, starts[1:], "left") - np.searchsorted(values, reach, "right")
+    first = np.flatnonzero(np.r_[True, (starts[1:] > reach) & (between > 0)])
+    return list(zip(starts[first].tolist(), np.maximum.reduceat(ends, first).tolist()))
 
 
 def missing_sessions(window: pd.DatetimeIndex, covered: Sequence[Interval]) -> pd.DatetimeIndex:

@@ -36,6 +36,15 @@ def current_rss_mb() -> float:
 
 def _max_rss_mb() -> float:
     """The kernel's own peak RSS for this process (0 where unknown)."""
+    try:
+        # Linux: this process's own high-water mark. ru_maxrss is not: it
+        # survives exec, so a CLI started by a big parent would report the parent's.
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     if resource is None:
         return 0.0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

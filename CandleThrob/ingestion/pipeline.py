@@ -223,12 +223,13 @@ class CompleteDataIngestion:
         if pd.Timestamp(end) < self.calendar.first_session:
             raise ConfigError(f"--end {end} is before {self.calendar.first_session.date()}, the first "
                               "session of the trading calendar")
-        if pd.Timestamp(end) > final:
+        # An --end on a weekend or holiday means the session before it.
+        session = self.calendar.session_on_or_before(min(pd.Timestamp(end), self.calendar.last_session))
+        if session > final:
             log.warning("--end %s is after the last session with final bars (%s): using %s", end,
                         final.date(), final.date())
             return final
-        # An --end on a weekend or holiday means the session before it.
-        return self.calendar.session_on_or_before(pd.Timestamp(end))
+        return session
 
     def default_start(self, end: pd.Timestamp) -> pd.Timestamp:
         if self.config.history_start:
@@ -463,11 +464,7 @@ class CompleteDataIngestion:
     # ---- fetch, validate, store --------------------------------------------------------
     def _merge(self, intervals):
         """Union of coverage intervals; two that only a weekend or holiday separates join."""
-        intervals = list(intervals)
-        if not intervals:
-            return []
-        sessions = self.calendar.sessions_in_range(min(a for a, _ in intervals), max(b for _, b in intervals))
-        return merge_intervals(intervals, sessions)
+        return merge_intervals(intervals, self.calendar.sessions)
 
     def _execute(self, plan: Plan, missing: dict[str, pd.DatetimeIndex], universe: set[str],
                  end: pd.Timestamp, lock: RunLock, options: RunOptions, state: dict, started: float) -> None:
@@ -477,34 +474,35 @@ class CompleteDataIngestion:
         batches = [plan.grouped[i:i + batch_size] for i in range(0, len(plan.grouped), batch_size)] \
             + [plan.ranges[i:i + batch_size] for i in range(0, len(plan.ranges), batch_size)]
         # Cells each grouped day must fill: the tickers missing that session.
-        wanted_on: dict[pd.Timestamp, set[str]] = {}
-        for ticker, days in missing.items():
-            for day in days:
-                wanted_on.setdefault(day, set()).add(ticker)
+        grouped_days = pd.DatetimeIndex([call.session for call in plan.grouped])
+        wanted_on: dict[pd.Timestamp, set[str]] = {day: set() for day in grouped_days}
+        if len(grouped_days):
+            for ticker, days in missing.items():
+                for day in days[days.isin(grouped_days)]:
+                    wanted_on[day].add(ticker)
         typical = int(self.warehouse.get_state(GROUPED_TYPICAL) or 0)
         previous = self.warehouse.latest_closes()
         splits = self._split_dates()
         progress = Progress(total=len(calls), enabled=options.progress)
         suspects: set[str] = set()
         done = 0
+        # The next batch is fetched while this one is validated and written, so the
+        # source and the database work at the same time.
+        ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch-ahead")
+        pending = None
         try:
-            for batch in batches:
-                first = done
-                if time.monotonic() - started >= self.config.max_processing_time:
-                    state["stopped"] = "max_processing_time"
-                    state["remaining_calls"] = len(calls) - first
-                    log.warning("MAX_PROCESSING_TIME (%.0f s) reached: %d calls left for the next run",
-                                self.config.max_processing_time, len(calls) - first)
-                    return
-                if self.memory_budget.exceeded():
-                    state["stopped"] = "max_memory_usage"
-                    state["remaining_calls"] = len(calls) - first
-                    log.warning("memory at %.0f MB, near MAX_MEMORY_USAGE (%.0f MB): stopping with %d calls left",
-                                self.memory_budget.rss_mb(), self.config.max_memory_usage, len(calls) - first)
-                    return
-                results, failure = self._fetch(batch, typical)
+            for index, batch in enumerate(batches):
+                if pending is None:
+                    if self._out_of_budget(state, started, len(calls) - done):
+                        return
+                    pending = ahead.submit(self._fetch, batch, typical)
+                results, failure = pending.result()
+                pending = None
                 typical = max([typical] + [len(r.bars) for r in results
                                            if isinstance(r.call, GroupedCall) and r.bars is not None])
+                if failure is None and index + 1 < len(batches) and not self.stop_event.is_set() \
+                        and not self._out_of_budget(state, started, len(calls) - done - len(results)):
+                    pending = ahead.submit(self._fetch, batches[index + 1], typical)
                 # Calls already paid for are kept, even when the batch was cut short.
                 suspects |= self._store(results, wanted_on, universe, end, lock, previous, splits, typical,
                                         grouped=isinstance(batch[0], GroupedCall))
@@ -513,13 +511,33 @@ class CompleteDataIngestion:
                                 api_calls=self.source.total_calls)
                 if failure is not None:
                     raise failure
+                if state["stopped"]:
+                    return
                 self._check_stop()
         except InterruptedRun:
             state["remaining_calls"] = len(calls) - done
             raise
         finally:
+            if pending is not None:  # leaving on an error: cut the fetch ahead short
+                self.stop_event.set()
+            ahead.shutdown(wait=True)
             progress.close()
         self._recheck_split_suspects(suspects, lock, end, state)
+
+    def _out_of_budget(self, state: dict, started: float, remaining: int) -> bool:
+        """MAX_PROCESSING_TIME or MAX_MEMORY_USAGE reached: record it and say stop."""
+        if time.monotonic() - started >= self.config.max_processing_time:
+            state["stopped"] = "max_processing_time"
+            log.warning("MAX_PROCESSING_TIME (%.0f s) reached: %d calls left for the next run",
+                        self.config.max_processing_time, remaining)
+        elif self.memory_budget.exceeded():
+            state["stopped"] = "max_memory_usage"
+            log.warning("memory at %.0f MB, near MAX_MEMORY_USAGE (%.0f MB): stopping with %d calls left",
+                        self.memory_budget.rss_mb(), self.config.max_memory_usage, remaining)
+        else:
+            return False
+        state["remaining_calls"] = remaining
+        return True
 
     def _recheck_split_suspects(self, suspects: set[str], lock: RunLock, end: pd.Timestamp, state: dict) -> None:
         """A new bar at a split-like ratio to the stored close, with no split on

@@ -37,6 +37,10 @@ class TradingCalendar:
         self.name = name
 
     @property
+    def sessions(self) -> pd.DatetimeIndex:
+        return self._cal.sessions
+
+    @property
     def first_session(self) -> pd.Timestamp:
         return self._cal.first_session
 
