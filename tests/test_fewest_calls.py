@@ -17,8 +17,8 @@ END = "2024-06-14"  # a Friday
 NEXT = ["2024-06-17", "2024-06-18", "2024-06-20", "2024-06-21"]  # 06-19 is Juneteenth
 
 
-@pytest.fixture(scope="module")
-def market():
+@pytest.fixture
+def market():  # fresh for each database: the test adds a member to it
     return generate_market(503, "2022-06-01", "2024-06-28", seed=2)
 
 
@@ -26,8 +26,8 @@ def _grouped(day: str) -> str:
     return f"/v2/aggs/grouped/locale/us/market/stocks/{day}"
 
 
-def test_calls_for_backfill_nightly_new_member_and_no_ops(tmp_path, market):
-    url = f"sqlite:///{tmp_path / 'wh.db'}"
+def test_calls_for_backfill_nightly_new_member_and_no_ops(database_url, market):
+    url = database_url
     sessions = TradingCalendar().sessions_in_range("2022-06-15", END)
     with PolygonServer(market, api_key=API_KEY, today=END) as server:
         # Cold backfill of two years: one grouped call per session beats 523 range calls.

@@ -127,7 +127,7 @@ def test_killed_run_resumes_to_the_same_table(tmp_path, market):
         assert resumed.returncode == 0, resumed.stderr
     pd.testing.assert_frame_equal(stored(killed), stored(reference))
     assert query(killed, "SELECT COUNT(*) FROM (SELECT ticker, trade_date FROM ticker_data "
-                         "GROUP BY ticker, trade_date HAVING COUNT(*) > 1)") == [(0,)]
+                         "GROUP BY ticker, trade_date HAVING COUNT(*) > 1) AS dup") == [(0,)]
 
 
 @pytest.mark.parametrize("variable,value,allowed", [

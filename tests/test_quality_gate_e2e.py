@@ -26,9 +26,12 @@ def kaggle(shared_data):
     return bars[bars["ticker"].isin(TICKERS)].reset_index(drop=True)
 
 
-@pytest.fixture(scope="module")
-def run(kaggle, tmp_path_factory):
-    url = f"sqlite:///{tmp_path_factory.mktemp('kaggle') / 'wh.db'}"
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def run(request, kaggle, tmp_path_factory):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('kaggle') / 'wh.db'}"
+    else:
+        url = request.getfixturevalue("postgres_server").create_database("ct_kaggle")
     with PolygonServer(MarketData(kaggle), api_key=API_KEY, today=END) as server:
         result = ingest(url, server, END, tickers=TICKERS, start="2013-02-08")
     return url, result

@@ -95,17 +95,18 @@ def test_a_stalled_response_is_retried_within_the_timeout(sqlite_url, market40):
     assert result["seconds"] < 20
 
 
-def test_sigterm_marks_interrupted_and_the_next_run_completes(tmp_path, market40):
+@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["TERM", "INT"])
+def test_a_signal_marks_interrupted_and_the_next_run_completes(database_url, tmp_path, market40, signum, code):
     reference = f"sqlite:///{tmp_path / 'reference.db'}"
-    url = f"sqlite:///{tmp_path / 'run.db'}"
+    url = database_url
     args = ["--end", END, "--no-progress"]
     with PolygonServer(market40, api_key=API_KEY, today=END) as server:
         assert cli(*args, env=_env(server, reference)).returncode == 0
         proc = _popen(args, _env(server, url, BATCH_SIZE=2, POLYGON_RATE_LIMIT=0.1, PARALLEL_PROCESSING="false"))
         _wait_for(lambda: _coverage_rows(url) >= 2)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 143, err
+        assert proc.returncode == code, err
         assert "interrupted" in out
         runs = query(url, "SELECT status FROM ingestion_runs")
         assert runs == [("interrupted",)]
@@ -119,8 +120,8 @@ def test_sigterm_marks_interrupted_and_the_next_run_completes(tmp_path, market40
     pd.testing.assert_frame_equal(stored(url), stored(reference))
 
 
-def test_second_concurrent_run_exits_4_naming_the_holder(tmp_path, market40):
-    url = f"sqlite:///{tmp_path / 'run.db'}"
+def test_second_concurrent_run_exits_4_naming_the_holder(database_url, market40):
+    url = database_url
     args = ["--end", END, "--no-progress"]
     with PolygonServer(market40, api_key=API_KEY, today=END) as server:
         first = _popen(args, _env(server, url, BATCH_SIZE=2, POLYGON_RATE_LIMIT=0.05,
@@ -131,12 +132,12 @@ def test_second_concurrent_run_exits_4_naming_the_holder(tmp_path, market40):
         assert f"pid {first.pid}" in second.stderr and "another run holds the lock" in second.stderr
         assert first.wait(timeout=120) == 0
     assert query(url, "SELECT COUNT(*) FROM (SELECT ticker, trade_date FROM ticker_data "
-                      "GROUP BY ticker, trade_date HAVING COUNT(*) > 1)") == [(0,)]
+                      "GROUP BY ticker, trade_date HAVING COUNT(*) > 1) AS dup") == [(0,)]
     assert query(url, "SELECT status, COUNT(*) FROM ingestion_runs GROUP BY status") == [("success", 1)]
 
 
-def test_a_stale_lock_from_a_killed_run_does_not_block(tmp_path, market40):
-    url = f"sqlite:///{tmp_path / 'run.db'}"
+def test_a_stale_lock_from_a_killed_run_does_not_block(database_url, market40):
+    url = database_url
     args = ["--end", END, "--no-progress"]
     with PolygonServer(market40, api_key=API_KEY, today=END) as server:
         victim = _popen(args, _env(server, url, BATCH_SIZE=2, POLYGON_RATE_LIMIT=0.05,
@@ -165,19 +166,19 @@ def test_wrong_key_exits_3_quickly_without_showing_the_key(tmp_path, market40):
     assert query(url, "SELECT status FROM ingestion_runs") == [("failed",)]
 
 
-def test_grouped_days_answered_empty_are_retried_not_recorded(sqlite_url, tmp_path, market40):
+def test_grouped_days_answered_empty_are_retried_not_recorded(database_url, tmp_path, market40):
     clean_url = f"sqlite:///{tmp_path / 'clean.db'}"
     # 40 tickers x 10 sessions: ten grouped calls beat forty range calls.
     with PolygonServer(market40, api_key=API_KEY, today=END) as clean:
         ingest(clean_url, clean, END, start="2024-03-04")
     with PolygonServer(market40, api_key=API_KEY, today=END, fault_rate=0.4, fault_kinds=["null_results"],
                        seed=8) as server:
-        result = ingest(sqlite_url, server, END, start="2024-03-04", max_retries=8)
+        result = ingest(database_url, server, END, start="2024-03-04", max_retries=8)
         empty = sum(r["fault"] == "null_results" for r in server.requests)
     assert result["grouped_calls"] == 10 and empty >= 2
     assert result["api_calls"] == 10 + empty
     assert result["status"] == "success"
-    pd.testing.assert_frame_equal(stored(sqlite_url), stored(clean_url))
+    pd.testing.assert_frame_equal(stored(database_url), stored(clean_url))
 
 
 def test_time_budget_stops_at_a_batch_boundary_and_the_next_run_resumes(tmp_path, market40):
@@ -211,20 +212,37 @@ def test_memory_budget_stops_cleanly_before_exceeding_it(tmp_path, market40):
     assert query(url, "SELECT status FROM ingestion_runs") == [("partial",)]
 
 
-def test_a_grouped_day_that_keeps_failing_is_partial_and_fetched_next_run(sqlite_url, tmp_path, market40):
+def test_a_grouped_day_that_keeps_failing_is_partial_and_fetched_next_run(database_url, tmp_path, market40):
     """Nothing is quarantined for a day that was not answered, and the next run fills it."""
     reference = f"sqlite:///{tmp_path / 'reference.db'}"
     with PolygonServer(market40, api_key=API_KEY, today="2024-03-01") as server:
         ingest(reference, server, "2024-03-06", start="2024-02-01")
     with PolygonServer(market40, api_key=API_KEY, today="2024-03-01") as server:
-        ingest(sqlite_url, server, "2024-03-01", start="2024-02-01")
+        ingest(database_url, server, "2024-03-01", start="2024-02-01")
         server.fault_rate, server.fault_kinds = 1.0, ("5xx",)
-        first = ingest(sqlite_url, server, "2024-03-04", max_retries=1)  # the day fails twice
+        first = ingest(database_url, server, "2024-03-04", max_retries=1)  # the day fails twice
         assert first["exit_code"] == 1 and first["failed_grouped_days"] == ["2024-03-04"]
         server.fault_rate = 0.0
         mark = len(server.requests)
-        second = ingest(sqlite_url, server, "2024-03-06")
+        second = ingest(database_url, server, "2024-03-06")
         assert sorted(c["path"][-10:] for c in data_calls(server, mark)) == ["2024-03-04", "2024-03-05",
                                                                             "2024-03-06"]
     assert second["exit_code"] == 0 and second["rows_rejected"] == 0
-    pd.testing.assert_frame_equal(stored(sqlite_url), stored(reference))
+    pd.testing.assert_frame_equal(stored(database_url), stored(reference))
+
+
+def test_a_grouped_day_with_far_fewer_tickers_than_usual_is_not_taken(sqlite_url, market40):
+    """The vendor answers OK with a handful of tickers: retried, then the run is partial
+    and the day stays missing, instead of 35 tickers being recorded as not trading."""
+    bars = market40.bars()
+    glitch = pd.Timestamp("2024-03-04")
+    thin = bars[(bars["trade_date"] != glitch) | bars["ticker"].isin(market40.tickers[:5])]
+    from CandleThrob.testing.datagen import MarketData
+    thin_market = MarketData(thin, constituents=market40.constituents)
+    with PolygonServer(thin_market, api_key=API_KEY, today="2024-03-01") as server:
+        ingest(sqlite_url, server, "2024-03-01", start="2024-02-01")  # 21 grouped days of 40 tickers
+        result = ingest(sqlite_url, server, "2024-03-04", max_retries=2)
+        assert result["failed_grouped_days"] == ["2024-03-04"] and result["exit_code"] == 1
+        assert [r["path"][-10:] for r in data_calls(server)].count("2024-03-04") == 3  # 1 + 2 retries
+    assert query(sqlite_url, "SELECT COUNT(*) FROM ticker_data WHERE trade_date = '2024-03-04'") == [(0,)]
+    assert query(sqlite_url, "SELECT MAX(covered_to) FROM ingestion_coverage") == [("2024-03-01",)]

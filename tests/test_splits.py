@@ -64,39 +64,39 @@ def _scale_history(url: str, ticker: str, factor: float) -> None:
     engine.dispose()
 
 
-def test_a_split_like_jump_with_no_split_on_record_is_rechecked_and_restated(sqlite_url):
+def test_a_split_like_jump_with_no_split_on_record_is_rechecked_and_restated(database_url):
     market = generate_market(10, "2023-01-03", "2024-03-28", seed=13)
     suspect = market.constituents[4].symbol
     with PolygonServer(market, api_key=API_KEY, today=BEFORE) as server:
-        ingest(sqlite_url, server, BEFORE, start="2024-01-02")
-        _scale_history(sqlite_url, suspect, 3.0)  # the next close looks like a 3-for-1 split
+        ingest(database_url, server, BEFORE, start="2024-01-02")
+        _scale_history(database_url, suspect, 3.0)  # the next close looks like a 3-for-1 split
         mark = len(server.requests)
-        result = ingest(sqlite_url, server, "2024-03-18")
+        result = ingest(database_url, server, "2024-03-18")
         calls = [c["path"] for c in data_calls(server, mark)]
     assert calls == ["/v2/aggs/grouped/locale/us/market/stocks/2024-03-18",
                      f"/v2/aggs/ticker/{suspect}/range/1/day/2024-01-02/2024-03-18"]
     assert result["restated"] == {suspect: len(_adjusted(market, BEFORE, "2024-01-02", [suspect]))}
-    pd.testing.assert_frame_equal(stored(sqlite_url), _adjusted(market, "2024-03-18", "2024-01-02"),
+    pd.testing.assert_frame_equal(stored(database_url), _adjusted(market, "2024-03-18", "2024-01-02"),
                                   check_dtype=False)
 
 
-def test_verify_adjustments_restates_only_what_differs(sqlite_url):
+def test_verify_adjustments_restates_only_what_differs(database_url):
     market = generate_market(6, "2023-01-03", "2024-03-28", seed=13)
     stale = market.constituents[1].symbol
     with PolygonServer(market, api_key=API_KEY, today=BEFORE) as server:
-        ingest(sqlite_url, server, BEFORE, start="2024-02-01")
-        _scale_history(sqlite_url, stale, 2.0)
+        ingest(database_url, server, BEFORE, start="2024-02-01")
+        _scale_history(database_url, stale, 2.0)
         from CandleThrob.ingestion.pipeline import CompleteDataIngestion, RunOptions
         from ingest_helpers import make_config
         import datetime as dt
-        ingestion = CompleteDataIngestion(make_config(sqlite_url, server),
+        ingestion = CompleteDataIngestion(make_config(database_url, server),
                                           clock=lambda: dt.datetime(2024, 3, 16, tzinfo=dt.timezone.utc))
         mark = len(server.requests)
         result = ingestion.run(RunOptions(verify_adjustments=True, tickers=[stale, "SPY"]))
         ingestion.warehouse.dispose()
         assert len(data_calls(server, mark)) == 2
     assert result["restated"] == {stale: 31}  # every bar from 2024-02-01 to 03-15
-    pd.testing.assert_frame_equal(stored(sqlite_url), _adjusted(market, BEFORE, "2024-02-01"), check_dtype=False)
+    pd.testing.assert_frame_equal(stored(database_url), _adjusted(market, BEFORE, "2024-02-01"), check_dtype=False)
 
 
 def test_real_as_traded_data_across_real_splits(shared_data, tmp_path):
@@ -128,32 +128,32 @@ def test_real_as_traded_data_across_real_splits(shared_data, tmp_path):
     assert aapl[pd.Timestamp("2014-06-06")] == pytest.approx(645.57 / 28, abs=1e-4)
 
 
-def test_a_run_for_other_tickers_records_the_split_and_the_next_full_run_applies_it(sqlite_url):
+def test_a_run_for_other_tickers_records_the_split_and_the_next_full_run_applies_it(database_url):
     market = generate_market(10, "2023-01-03", "2024-03-28", seed=13)
     split_ticker, other = market.constituents[2].symbol, market.constituents[3].symbol
     market.add_split(split_ticker, "2024-03-18", 1, 4)
     with PolygonServer(market, api_key=API_KEY, today=BEFORE) as server:
-        ingest(sqlite_url, server, BEFORE, start="2024-01-02")
-        partial = ingest(sqlite_url, server, AFTER, tickers=[other])
+        ingest(database_url, server, BEFORE, start="2024-01-02")
+        partial = ingest(database_url, server, AFTER, tickers=[other])
         assert partial["restated"] == {}
-        assert query(sqlite_url, "SELECT ticker, applied_run_id FROM stock_splits") == [(split_ticker, None)]
+        assert query(database_url, "SELECT ticker, applied_run_id FROM stock_splits") == [(split_ticker, None)]
         mark = len(server.requests)
-        full = ingest(sqlite_url, server, AFTER)
+        full = ingest(database_url, server, AFTER)
         assert "/v3/reference/splits" not in [c["path"] for c in api_calls(server, mark)]  # already asked
     assert split_ticker in full["restated"]
-    pd.testing.assert_frame_equal(stored(sqlite_url), _adjusted(market, AFTER, "2024-01-02"), check_dtype=False)
+    pd.testing.assert_frame_equal(stored(database_url), _adjusted(market, AFTER, "2024-01-02"), check_dtype=False)
 
 
-def test_a_failed_splits_feed_is_partial_and_the_next_run_catches_up(sqlite_url):
+def test_a_failed_splits_feed_is_partial_and_the_next_run_catches_up(database_url):
     market = generate_market(10, "2023-01-03", "2024-03-28", seed=13)
     split_ticker = market.constituents[2].symbol
     market.add_split(split_ticker, "2024-03-18", 1, 4)
     with PolygonServer(market, api_key=API_KEY, today=BEFORE) as server:
-        ingest(sqlite_url, server, BEFORE, start="2024-01-02")
+        ingest(database_url, server, BEFORE, start="2024-01-02")
         server.fault_rate, server.fault_kinds = 1.0, ("5xx",)
-        failed = ingest(sqlite_url, server, AFTER, max_retries=1)
+        failed = ingest(database_url, server, AFTER, max_retries=1)
         assert failed["exit_code"] == 1 and failed["splits_feed_error"]
         server.fault_rate = 0.0
-        caught_up = ingest(sqlite_url, server, AFTER)
+        caught_up = ingest(database_url, server, AFTER)
     assert caught_up["exit_code"] == 0 and split_ticker in caught_up["restated"]
-    pd.testing.assert_frame_equal(stored(sqlite_url), _adjusted(market, AFTER, "2024-01-02"), check_dtype=False)
+    pd.testing.assert_frame_equal(stored(database_url), _adjusted(market, AFTER, "2024-01-02"), check_dtype=False)
