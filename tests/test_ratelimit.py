@@ -6,20 +6,7 @@ import pytest
 
 from CandleThrob.ingestion.ratelimit import RateLimiter
 
-
-class FakeClock:
-    """A clock that only moves when someone sleeps on it."""
-
-    def __init__(self, now=0.0):
-        self.now = now
-        self.sleeps = []
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
+from fake_clock import FakeClock
 
 
 def limiter(clock, *args, **kwargs):

@@ -29,22 +29,11 @@ from CandleThrob.ingestion.retry import (
     retry_on_failure,
 )
 
+from fake_clock import FakeClock
+
 NET, API, DATA, DB, SYS = (Category.NETWORK, Category.API, Category.DATA,
                            Category.DATABASE, Category.SYSTEM)
 RETRY, SKIP, FATAL = Disposition.TRANSIENT, Disposition.SKIP, Disposition.FATAL
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-        self.sleeps = []
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class FixedRandom:
