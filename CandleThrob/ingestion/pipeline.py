@@ -343,7 +343,7 @@ class CompleteDataIngestion:
                         if options.shard:
                             plan = self._share_of(plan, options.shard, set(selected))
                 if not options.verify_adjustments:
-                    self._execute(plan, missing, set(universe), end, lock, options, state, started)
+                    self._execute(plan, missing, end, lock, options, state, started)
                 self._check_stop()  # a signal during a run with nothing to fetch still counts
         except InterruptedRun as exc:
             state.update(status="interrupted", error=str(exc), exit_code=exc.exit_code)
@@ -466,9 +466,9 @@ class CompleteDataIngestion:
         """Union of coverage intervals; two that only a weekend or holiday separates join."""
         return merge_intervals(intervals, self.calendar.sessions)
 
-    def _execute(self, plan: Plan, missing: dict[str, pd.DatetimeIndex], universe: set[str],
-                 end: pd.Timestamp, lock: RunLock, options: RunOptions, state: dict, started: float) -> None:
-        calls: list = list(plan.grouped) + list(plan.ranges)
+    def _execute(self, plan: Plan, missing: dict[str, pd.DatetimeIndex], end: pd.Timestamp, lock: RunLock,
+                 options: RunOptions, state: dict, started: float) -> None:
+        total = plan.calls
         batch_size = self.config.batch_size
         # Grouped days and ranges never share a batch: their answers are scored differently.
         batches = [plan.grouped[i:i + batch_size] for i in range(0, len(plan.grouped), batch_size)] \
@@ -483,7 +483,7 @@ class CompleteDataIngestion:
         typical = int(self.warehouse.get_state(GROUPED_TYPICAL) or 0)
         previous = self.warehouse.latest_closes()
         splits = self._split_dates()
-        progress = Progress(total=len(calls), enabled=options.progress)
+        progress = Progress(total=total, enabled=options.progress)
         suspects: set[str] = set()
         done = 0
         # The next batch is fetched while this one is validated and written, so the
@@ -493,7 +493,7 @@ class CompleteDataIngestion:
         try:
             for index, batch in enumerate(batches):
                 if pending is None:
-                    if self._out_of_budget(state, started, len(calls) - done):
+                    if self._out_of_budget(state, started, total - done):
                         return
                     pending = ahead.submit(self._fetch, batch, typical)
                 results, failure = pending.result()
@@ -501,10 +501,10 @@ class CompleteDataIngestion:
                 typical = max([typical] + [len(r.bars) for r in results
                                            if isinstance(r.call, GroupedCall) and r.bars is not None])
                 if failure is None and index + 1 < len(batches) and not self.stop_event.is_set() \
-                        and not self._out_of_budget(state, started, len(calls) - done - len(results)):
+                        and not self._out_of_budget(state, started, total - done - len(results)):
                     pending = ahead.submit(self._fetch, batches[index + 1], typical)
                 # Calls already paid for are kept, even when the batch was cut short.
-                suspects |= self._store(results, wanted_on, universe, end, lock, previous, splits, typical,
+                suspects |= self._store(results, wanted_on, end, lock, previous, splits, typical,
                                         grouped=isinstance(batch[0], GroupedCall))
                 done += len(results)
                 progress.update(len(results), bars=sum(len(r.bars) for r in results if r.bars is not None),
@@ -515,7 +515,7 @@ class CompleteDataIngestion:
                     return
                 self._check_stop()
         except InterruptedRun:
-            state["remaining_calls"] = len(calls) - done
+            state["remaining_calls"] = total - done
             raise
         finally:
             if pending is not None:  # leaving on an error: cut the fetch ahead short
@@ -601,7 +601,7 @@ class CompleteDataIngestion:
         results = [f.result() for f in completed if f.exception() is None]
         return results, (fatal[0] if fatal else failures[0] if failures else None)
 
-    def _store(self, results: list[CallResult], wanted_on: dict, universe: set[str], end: pd.Timestamp,
+    def _store(self, results: list[CallResult], wanted_on: dict, end: pd.Timestamp,
                lock: RunLock, previous: dict, splits: dict, typical: int, grouped: bool) -> set[str]:
         """Validate and write one batch in one transaction; returns the tickers whose
         first new bar sits at a split-like ratio to their stored close."""
