@@ -445,8 +445,9 @@ class _HTTPServer(ThreadingHTTPServer):
                     pass
 
     def handle_error(self, request, client_address) -> None:
-        # clients that time out or go away mid-answer are expected here, not errors
-        if not isinstance(sys.exc_info()[1], OSError):
+        # Clients that time out or go away mid-answer are expected here, not errors;
+        # so is anything an answer stalled past stop() meets on its way out.
+        if not isinstance(sys.exc_info()[1], OSError) and not self.app._stopping.is_set():
             super().handle_error(request, client_address)
 
 
