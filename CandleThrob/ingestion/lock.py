@@ -40,6 +40,7 @@ class Holder:
     host: str
     pid: int
     process_started: Optional[float]
+    process_scope: Optional[str]
     started_at: dt.datetime
     heartbeat_at: dt.datetime
 
@@ -47,6 +48,18 @@ class Holder:
         return (f"run {self.run_id} on host {self.host}, pid {self.pid}, "
                 f"started {self.started_at:%Y-%m-%d %H:%M:%S} UTC, "
                 f"last heartbeat {self.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC")
+
+
+def process_scope() -> str:
+    """Where a pid means something: this boot of this kernel, this pid namespace.
+    Two containers with host networking share a hostname, but their pid 1s are
+    different processes; only a holder in our own scope can be checked by pid."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as boot:
+            boot_id = boot.read().strip()
+        return f"{boot_id}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:  # not Linux: the hostname alone has to do
+        return ""
 
 
 def _process_start(pid: int) -> Optional[float]:
@@ -66,12 +79,14 @@ class RunLock:
         self.stale_after = stale_after
         self.host = host or socket.gethostname()
         self.pid = pid or os.getpid()
+        self.scope = process_scope()
         self.held = False
 
     def acquire(self) -> None:
         now = utcnow()
         row = {"lock_name": self.name, "run_id": self.run_id, "host": self.host, "pid": self.pid,
-               "process_started": _process_start(self.pid), "started_at": now, "heartbeat_at": now}
+               "process_started": _process_start(self.pid), "process_scope": self.scope,
+               "started_at": now, "heartbeat_at": now}
         try:
             with self.warehouse.transaction() as conn:
                 conn.execute(insert(ingestion_lock), [row])
@@ -97,7 +112,7 @@ class RunLock:
         self.taken_over_from = holder
 
     def _is_dead(self, holder: Holder, now: dt.datetime) -> bool:
-        if holder.host == self.host:
+        if holder.host == self.host and holder.process_scope == self.scope:
             if not psutil.pid_exists(holder.pid):
                 return True
             started = _process_start(holder.pid)
@@ -114,7 +129,7 @@ class RunLock:
             return None
         return Holder(row["run_id"], row["host"], int(row["pid"]),
                       float(row["process_started"]) if row["process_started"] is not None else None,
-                      row["started_at"], row["heartbeat_at"])
+                      row["process_scope"], row["started_at"], row["heartbeat_at"])
 
     def assert_held(self, conn: Connection) -> None:
         """Inside a write transaction: prove we still own the lock, and beat."""

@@ -498,8 +498,10 @@ class CompleteDataIngestion:
                     pending = ahead.submit(self._fetch, batch, typical)
                 results, failure = pending.result()
                 pending = None
-                typical = max([typical] + [len(r.bars) for r in results
-                                           if isinstance(r.call, GroupedCall) and r.bars is not None])
+                # A normal session's size follows the market (listings come and go), so
+                # it is the latest batch's median, not a record that only ever rises.
+                sizes = sorted(len(r.bars) for r in results if isinstance(r.call, GroupedCall) and r.bars is not None)
+                typical = sizes[len(sizes) // 2] if sizes else typical
                 if failure is None and index + 1 < len(batches) and not self.stop_event.is_set() \
                         and not self._out_of_budget(state, started, total - done - len(results)):
                     pending = ahead.submit(self._fetch, batches[index + 1], typical)

@@ -160,6 +160,8 @@ ingestion_lock = Table(
     Column("host", String(255), nullable=False),
     Column("pid", Integer, nullable=False),
     Column("process_started", Number),
+    # Boot and pid namespace: containers may share a hostname yet not see each other's pids.
+    Column("process_scope", String(80)),
     Column("started_at", DateTime, nullable=False),
     Column("heartbeat_at", DateTime, nullable=False),
 )
