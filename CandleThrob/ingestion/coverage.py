@@ -9,7 +9,7 @@ every night.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -17,15 +17,16 @@ import pandas as pd
 Interval = tuple[dt.date, dt.date]
 
 
-def merge_intervals(intervals: Iterable[Interval], sessions: pd.DatetimeIndex) -> list[Interval]:
-    """Union of intervals, joining those that touch: no session lies between them."""
+def merge_intervals(intervals: Iterable[Interval], sessions: Union[pd.DatetimeIndex, np.ndarray]) -> list[Interval]:
+    """Union of intervals, joining those that touch: no session lies between them.
+    ``sessions``: a DatetimeIndex, or (faster, for repeated calls) a datetime64[D] array."""
     ordered = sorted((a, b) for a, b in intervals if a <= b)
     if len(ordered) < 2:
         return ordered
     starts = np.array([a for a, _ in ordered], dtype="datetime64[D]")
     ends = np.array([b for _, b in ordered], dtype="datetime64[D]")
     reach = np.maximum.accumulate(ends)[:-1]  # the end of the merged interval so far
-    values = sessions.values.astype("datetime64[D]")
+    values = sessions if isinstance(sessions, np.ndarray) else sessions.values.astype("datetime64[D]")
     # Sessions strictly between what is merged so far and the next interval.
     between = np.searchsorted(values, starts[1:], "left") - np.searchsorted(values, reach, "right")
     first = np.flatnonzero(np.r_[True, (starts[1:] > reach) & (between > 0)])

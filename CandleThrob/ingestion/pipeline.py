@@ -464,7 +464,7 @@ class CompleteDataIngestion:
     # ---- fetch, validate, store --------------------------------------------------------
     def _merge(self, intervals):
         """Union of coverage intervals; two that only a weekend or holiday separates join."""
-        return merge_intervals(intervals, self.calendar.sessions)
+        return merge_intervals(intervals, self.calendar.session_days)
 
     def _execute(self, plan: Plan, missing: dict[str, pd.DatetimeIndex], end: pd.Timestamp, lock: RunLock,
                  options: RunOptions, state: dict, started: float) -> None:

@@ -8,10 +8,11 @@ back; we open it at 1990 so that long backfills work.
 from __future__ import annotations
 
 import datetime as dt
-from functools import lru_cache
+import functools
 from typing import Optional, Union
 
 import exchange_calendars as xcals
+import numpy as np
 import pandas as pd
 
 CALENDAR_START = "1990-01-02"
@@ -39,6 +40,11 @@ class TradingCalendar:
     @property
     def sessions(self) -> pd.DatetimeIndex:
         return self._cal.sessions
+
+    @functools.cached_property
+    def session_days(self) -> np.ndarray:
+        """Every session as datetime64[D], converted once for hot loops."""
+        return self._cal.sessions.values.astype("datetime64[D]")
 
     @property
     def first_session(self) -> pd.Timestamp:
@@ -72,6 +78,6 @@ class TradingCalendar:
         return self.session_on_or_before(today - pd.Timedelta(days=1))
 
 
-@lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=8)
 def _calendar(name: str, start: str, end: str):
     return xcals.get_calendar(name, start=start, end=end)
