@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "years before --end); earlier than what is stored backfills the gap")
     parser.add_argument("--tickers", help="comma-separated tickers: restrict the universe (no constituents fetch)")
     parser.add_argument("--plan", action="store_true", help="print the planned API calls and their time at "
-                        "the configured rate; fetch and write nothing")
+                        "the configured rate; fetch nothing, write no rows")
     parser.add_argument("--full-refresh", action="store_true", help="refetch the whole history of the selected tickers")
     parser.add_argument("--verify-adjustments", action="store_true", help="compare stored history with a fresh "
                         "range call per ticker and restate what differs")
