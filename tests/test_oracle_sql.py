@@ -539,7 +539,7 @@ def test_run_lock_conflict_arrives_as_integrity_error(warehouse, driver):
     conn_.failures["INSERT INTO ingestion_lock"] = [
         ora_error(1, "unique constraint (CT.SYS_C0012345) violated")]
     beat = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
-    conn_.replies["FROM ingestion_lock"] = [("main", "run-a", "other-host", 4242, None, beat, beat)]
+    conn_.replies["FROM ingestion_lock"] = [("main", "run-a", "other-host", 4242, None, "boot/4026531836", beat, beat)]
     with pytest.raises(LockHeldError, match="run run-a on host other-host, pid 4242"):
         RunLock(warehouse, "run-b", host="this-host", pid=99).acquire()
 
