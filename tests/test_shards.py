@@ -10,7 +10,7 @@ import zlib
 import pandas as pd
 import pytest
 
-from CandleThrob.ingestion.pipeline import parse_shard, session_shard, shard_of
+from CandleThrob.ingestion.shards import parse_shard, session_shard, shard_of
 from CandleThrob.ingestion.errors import ConfigError
 from CandleThrob.testing.datagen import generate_market
 from CandleThrob.testing.polygon_server import PolygonServer

@@ -40,7 +40,8 @@ from CandleThrob.ingestion.config import AdvancedBatchConfig, BatchConfig
 from CandleThrob.ingestion.errors import CandleThrobError, ConfigError
 from CandleThrob.ingestion.logs import configure_logging, get_ingestion_logger, scrub
 from CandleThrob.ingestion.monitor import PerformanceMonitor
-from CandleThrob.ingestion.pipeline import CompleteDataIngestion, RunOptions, parse_shard
+from CandleThrob.ingestion.pipeline import CompleteDataIngestion, RunOptions
+from CandleThrob.ingestion.shards import parse_shard
 from CandleThrob.ingestion.quality import DataQualityValidator
 from CandleThrob.ingestion.ratelimit import RateLimiter
 from CandleThrob.ingestion.retry import retry_on_failure

@@ -17,9 +17,8 @@ import socket
 import threading
 import time
 import uuid
-import zlib
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import pandas as pd
@@ -37,11 +36,13 @@ from .errors import (CandleThrobError, ConfigError, DatabaseUnavailableError, Fa
 from .lock import RunLock
 from .logs import get_ingestion_logger, set_run_context
 from .monitor import MemoryBudget, PerformanceMonitor
+from .outcomes import CallResult, TickerOutcome
 from .planner import GroupedCall, Plan, plan_calls
 from .progress import Progress
 from .quality import DataQualityValidator
 from .ratelimit import RateLimiter
 from .retry import RetryPolicy
+from .shards import session_shard, shard_of
 from .source import PolygonSource
 from .storage import Warehouse, utcnow
 from .universe import ETF_TICKERS, UniverseError, fetch_constituents
@@ -65,74 +66,6 @@ class RunOptions:
     shard: Optional[tuple[int, int]] = None  # (k, n), 1-based
     verify_adjustments: bool = False
     progress: bool = False
-
-
-@dataclass
-class TickerOutcome:
-    """What one run did for one ticker; becomes its ``ingestion_audit`` row."""
-
-    ticker: str
-    status: str = "ok"  # ok | failed | quarantined | skipped
-    bars_fetched: int = 0
-    bars_written: int = 0
-    bars_rejected: int = 0
-    quality_score: Optional[float] = None
-    first_date: Optional[dt.date] = None
-    last_date: Optional[dt.date] = None
-    api_calls: int = 0
-    duration_s: float = 0.0
-    error: Optional[str] = None
-    flags: dict = field(default_factory=dict)
-
-    def add_dates(self, first: Optional[pd.Timestamp], last: Optional[pd.Timestamp]) -> None:
-        if first is not None and not pd.isna(first):
-            day = pd.Timestamp(first).date()
-            self.first_date = min(self.first_date, day) if self.first_date else day
-        if last is not None and not pd.isna(last):
-            day = pd.Timestamp(last).date()
-            self.last_date = max(self.last_date, day) if self.last_date else day
-
-    def flag(self, key: str, values: list, cap: int = 50) -> None:
-        """Add to a listed flag (keeping the first ``cap`` entries) and count them all."""
-        items = self.flags.setdefault(key, [])
-        items.extend(values[:max(0, cap - len(items))])
-        self.flags[f"{key}_count"] = self.flags.get(f"{key}_count", 0) + len(values)
-
-    def row(self, run_id: str) -> dict:
-        return {"run_id": run_id, "ticker": self.ticker, "status": self.status,
-                "bars_fetched": self.bars_fetched, "bars_written": self.bars_written,
-                "bars_rejected": self.bars_rejected, "quality_score": self.quality_score,
-                "first_date": self.first_date, "last_date": self.last_date,
-                "api_calls": self.api_calls, "duration_s": round(self.duration_s, 3),
-                "error": (self.error or None) and self.error[:2000], "flags": self.flags}
-
-
-@dataclass
-class CallResult:
-    call: Any
-    bars: Optional[pd.DataFrame] = None
-    error: Optional[Exception] = None
-    seconds: float = 0.0
-
-
-def shard_of(ticker: str, shards: int) -> int:
-    """1-based shard of a ticker: a stable hash, so membership changes move few tickers."""
-    return zlib.crc32(ticker.encode("utf-8")) % shards + 1
-
-
-def session_shard(session: pd.Timestamp, shards: int) -> int:
-    """1-based shard that fetches a grouped day."""
-    return session.toordinal() % shards + 1
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    try:
-        k, n = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise ConfigError(f"--shard {text!r} is not allowed: expected K/N with 1 <= K <= N, e.g. 2/4") from None
-    if not 1 <= k <= n:
-        raise ConfigError(f"--shard {text!r} is not allowed: expected K/N with 1 <= K <= N, e.g. 2/4")
-    return k, n
 
 
 class CompleteDataIngestion:
