@@ -150,7 +150,8 @@ class AdvancedBatchConfig:
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> "AdvancedBatchConfig":
-        """Build from ``environ`` (default: os.environ) instead of the process environment."""
+        """Build from ``environ`` (default: os.environ) instead of the process environment.
+        It swaps os.environ for the duration, so call it from one thread at a time."""
         if environ is None:
             return cls(**overrides)
         saved = dict(os.environ)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 import pandas as pd
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DatabaseError, DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
 from . import bulk
 from .errors import DatabaseUnavailableError
@@ -24,6 +24,7 @@ from .schema import (ingestion_audit, ingestion_coverage, ingestion_runs, ingest
                      metadata, rejected_bars, stock_splits, ticker_data, ticker_universe)
 
 Interval = tuple[dt.date, dt.date]
+_SCHEMA_LOCK_KEY = 7_311_500  # any constant: the advisory lock that serialises CREATE TABLE
 
 
 def utcnow() -> dt.datetime:
@@ -51,8 +52,21 @@ class Warehouse:
 
     # ---- lifecycle -------------------------------------------------------
     def create_schema(self) -> None:
+        """Create the tables that are missing. Shards starting together on an empty
+        database would race on CREATE TABLE: PostgreSQL takes turns under an
+        advisory lock, SQLite under BEGIN IMMEDIATE; elsewhere a loser retries."""
         try:
-            metadata.create_all(self.engine, checkfirst=True)
+            for attempt in range(3):
+                try:
+                    with self.engine.begin() as conn:
+                        if self.backend == "postgresql":
+                            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})")
+                        metadata.create_all(conn, checkfirst=True)
+                    return
+                except (IntegrityError, ProgrammingError, DatabaseError) as exc:
+                    # Another run created the table first (Oracle: ORA-00955): look again.
+                    if attempt == 2 or not any(sign in str(exc.orig) for sign in ("ORA-00955", "already exists")):
+                        raise
         except OperationalError as exc:
             raise DatabaseUnavailableError(
                 f"cannot reach the database ({self.describe()}): {exc.orig}") from None
