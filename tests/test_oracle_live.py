@@ -208,7 +208,7 @@ def test_replace_history_and_reads(wh):
     assert wh.latest_closes() == {"AAPL": (pd.Timestamp("2024-03-05"), 85.06),
                                   "BRK.A": (pd.Timestamp("2024-03-04"), 611000.99),
                                   "MSFT": (pd.Timestamp("2024-03-04"), 414.92)}
-    assert wh.latest_closes(["MSFT"]) == {"MSFT": (pd.Timestamp("2024-03-04"), 414.92)}
+    assert wh.latest_closes()["MSFT"] == (pd.Timestamp("2024-03-04"), 414.92)
     window = stored_bars(wh, start=D(2024, 3, 4), end=D(2024, 3, 4))
     assert window["ticker"].tolist() == ["BRK.A", "MSFT"]
 
@@ -302,7 +302,7 @@ def test_coverage_merges_under_the_table_lock(wh):
                                "MSFT": [(D(2024, 3, 1), D(2024, 3, 1))]}, "run-2", merge)
     assert wh.coverage() == {"AAPL": [(D(2024, 1, 2), D(2024, 3, 1)), (D(2024, 6, 3), D(2024, 6, 7))],
                              "MSFT": [(D(2024, 3, 1), D(2024, 3, 4))]}
-    assert wh.coverage(["MSFT"]) == {"MSFT": [(D(2024, 3, 1), D(2024, 3, 4))]}
+    assert wh.coverage()["MSFT"] == [(D(2024, 3, 1), D(2024, 3, 4))]
 
 
 def test_universe_sync_add_remove_rejoin(wh):

@@ -14,7 +14,7 @@ class TickerOutcome:
     """What one run did for one ticker; becomes its ``ingestion_audit`` row."""
 
     ticker: str
-    status: str = "ok"  # ok | failed | quarantined | skipped
+    status: str = "ok"  # ok | failed (a call or restatement failed) | quarantined (low score)
     bars_fetched: int = 0
     bars_written: int = 0
     bars_rejected: int = 0

@@ -92,7 +92,6 @@ class CompleteDataIngestion:
         self.memory_budget = MemoryBudget(self.config.max_memory_usage)
         self.run_id: Optional[str] = None
         self.outcomes: dict[str, TickerOutcome] = {}
-        self.last_result: Optional[dict] = None
 
     # ---- injected collaborators, built on first use --------------------------------
     @property
@@ -304,7 +303,7 @@ class CompleteDataIngestion:
         since_text = wh.get_state(LAST_SPLIT_CHECK)
         since = dt.date.fromisoformat(since_text) if since_text else None
         if since is None or since < end.date():
-            if not wh.coverage():
+            if not wh.has_coverage():
                 splits = []  # nothing stored yet: every bar will come already adjusted
             else:
                 try:
@@ -690,7 +689,6 @@ class CompleteDataIngestion:
                          for t, o in sorted(self.outcomes.items())},
             "metrics": self.performance_monitor.snapshot(),
         }
-        self.last_result = result
         log.log(logging.INFO if exit_code == 0 else logging.WARNING,
                 "run finished: %s (exit %d), %d bars written, %d rejected, %d API calls, %.1f s",
                 status, exit_code, totals["rows_written"], totals["rows_rejected"], totals["api_calls"],

@@ -101,17 +101,20 @@ class Warehouse:
             conn.exec_driver_sql("LOCK TABLE ingestion_coverage IN EXCLUSIVE MODE")
 
     # ---- coverage (the checkpoint) ---------------------------------------
-    def coverage(self, tickers: Optional[Iterable[str]] = None) -> dict[str, list[Interval]]:
+    def coverage(self) -> dict[str, list[Interval]]:
+        """Every ticker's covered intervals, in one query."""
         query = select(ingestion_coverage.c.ticker, ingestion_coverage.c.covered_from,
                        ingestion_coverage.c.covered_to).order_by(
             ingestion_coverage.c.ticker, ingestion_coverage.c.covered_from)
         out: dict[str, list[Interval]] = {}
-        wanted = set(tickers) if tickers is not None else None
         with self.engine.connect() as conn:
             for ticker, start, end in conn.execute(query):
-                if wanted is None or ticker in wanted:
-                    out.setdefault(ticker, []).append((_date(start), _date(end)))
+                out.setdefault(ticker, []).append((_date(start), _date(end)))
         return out
+
+    def has_coverage(self) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(ingestion_coverage.c.ticker).limit(1)).first() is not None
 
     def add_coverage(self, conn: Connection, new: Mapping[str, Sequence[Interval]], run_id: str,
                      merge: Callable[[list[Interval]], list[Interval]]) -> None:
@@ -194,18 +197,16 @@ class Warehouse:
             frame[c] = pd.to_numeric(frame[c], errors="coerce").astype("float64")
         return frame
 
-    def latest_closes(self, tickers: Optional[Iterable[str]] = None) -> dict[str, tuple[pd.Timestamp, float]]:
+    def latest_closes(self) -> dict[str, tuple[pd.Timestamp, float]]:
         """Each ticker's last stored (date, close), in one query."""
         t = ticker_data.c
         last = select(t.ticker.label("ticker"), func.max(t.trade_date).label("last_date")) \
             .group_by(t.ticker).subquery()
         query = select(t.ticker, t.trade_date, t.close_price).join(
             last, and_(t.ticker == last.c.ticker, t.trade_date == last.c.last_date))
-        wanted = set(tickers) if tickers is not None else None
         with self.engine.connect() as conn:
             return {ticker: (pd.Timestamp(_date(day)), float(close))
-                    for ticker, day, close in conn.execute(query)
-                    if wanted is None or ticker in wanted}
+                    for ticker, day, close in conn.execute(query)}
 
     def stored_span(self, ticker: str) -> Optional[Interval]:
         t = ticker_data.c
@@ -309,13 +310,13 @@ class Warehouse:
                                                      stock_splits.c.applied_run_id.is_(None)))
                      .values(applied_run_id=run_id))
 
-    def known_splits(self, conn: Optional[Connection] = None) -> dict[str, dict[dt.date, float]]:
+    def known_splits(self) -> dict[str, dict[dt.date, float]]:
         """ticker -> {execution_date: split_to/split_from}."""
         query = select(stock_splits.c.ticker, stock_splits.c.execution_date,
                        stock_splits.c.split_from, stock_splits.c.split_to)
         out: dict[str, dict[dt.date, float]] = {}
-        with (contextlib.nullcontext(conn) if conn is not None else self.engine.connect()) as c:
-            for ticker, day, split_from, split_to in c.execute(query):
+        with self.engine.connect() as conn:
+            for ticker, day, split_from, split_to in conn.execute(query):
                 out.setdefault(ticker, {})[_date(day)] = float(split_to) / float(split_from)
         return out
 
