@@ -35,7 +35,7 @@ from _common import API_KEY, FREE_TIER_SECONDS_PER_CALL, duration, machine_line,
 
 import pandas as pd
 
-from CandleThrob.ingestion.config import AdvancedBatchConfig
+from CandleThrob.config import AdvancedBatchConfig
 from CandleThrob.ingestion.pipeline import CompleteDataIngestion, RunOptions
 from CandleThrob.testing.datagen import generate_market
 from CandleThrob.testing.polygon_server import PolygonServer

@@ -69,7 +69,7 @@ import pandas as pd
 import psutil
 from sqlalchemy import create_engine
 
-from CandleThrob.ingestion.schema import BAR_COLUMNS_DB, metadata
+from CandleThrob.warehouse.schema import BAR_COLUMNS_DB, metadata
 from CandleThrob.testing.datagen import generate_market
 
 END = dt.date(2026, 6, 26)
@@ -235,27 +235,27 @@ def raw_postgres(pg, database: str, rows: list[tuple]) -> float:
 # Main-thread phases are wall time; "(sum over workers)" ones run in the fetch
 # threads and add up across them. Names missing from the code are skipped.
 PHASES = [
-    ("universe (constituents page, sync)", "pipeline", "CompleteDataIngestion", "resolve_universe"),
-    ("coverage + plan", "pipeline", "CompleteDataIngestion", "make_plan"),
-    ("splits check", "pipeline", "CompleteDataIngestion", "_apply_new_splits"),
-    ("execute (fetch + store batches)", "pipeline", "CompleteDataIngestion", "_execute"),
-    ("  fetch (wall, workers in parallel)", "pipeline", "CompleteDataIngestion", "_fetch"),
-    ("    HTTP request (sum over workers)", "source", "PolygonSource", "_send"),
-    ("    JSON decode (sum over workers)", "source", "PolygonSource", "_decode"),
-    ("    bars_from_polygon (sum over workers)", "source", None, "bars_from_polygon"),
-    ("  store", "pipeline", "CompleteDataIngestion", "_store"),
-    ("    concat_bars", "pipeline", None, "concat_bars"),
-    ("    quality check", "quality", "DataQualityValidator", "check"),
-    ("    write_bars (upsert)", "storage", "Warehouse", "write_bars"),
-    ("      bar_rows (tuples for the driver)", "bulk", None, "bar_rows"),
-    ("    write_rejected", "storage", "Warehouse", "write_rejected"),
-    ("    add_coverage", "storage", "Warehouse", "add_coverage"),
-    ("      _merge (per ticker: calendar slice + merge_intervals)", "pipeline", "CompleteDataIngestion", "_merge"),
-    ("        merge_intervals", "pipeline", None, "merge_intervals"),
-    ("    _account (audit bookkeeping)", "pipeline", "CompleteDataIngestion", "_account"),
-    ("    write_audit", "storage", "Warehouse", "write_audit"),
-    ("    update_run", "storage", "Warehouse", "update_run"),
-    ("finish (report)", "pipeline", "CompleteDataIngestion", "_finish"),
+    ("universe (constituents page, sync)", "universe.stage", "UniverseStage", "resolve"),
+    ("coverage + plan", "planning.stage", "CallPlanner", "plan"),
+    ("splits check", "ingestion.splits", "SplitPolicy", "apply_new"),
+    ("execute (fetch + store batches)", "ingestion.executor", "BatchExecutor", "run"),
+    ("  fetch (wall, workers in parallel)", "ingestion.executor", "BatchExecutor", "fetch"),
+    ("    HTTP request (sum over workers)", "source.polygon", "PolygonSource", "_send"),
+    ("    JSON decode (sum over workers)", "source.polygon", "PolygonSource", "_decode"),
+    ("    bars_from_polygon (sum over workers)", "source.polygon", None, "bars_from_polygon"),
+    ("  store", "ingestion.executor", "BatchExecutor", "store"),
+    ("    concat_bars", "ingestion.executor", None, "concat_bars"),
+    ("    quality check", "quality.validator", "DataQualityValidator", "check"),
+    ("    write_bars (upsert)", "warehouse.storage", "Warehouse", "write_bars"),
+    ("      bar_rows (tuples for the driver)", "warehouse.bulk", None, "bar_rows"),
+    ("    write_rejected", "warehouse.storage", "Warehouse", "write_rejected"),
+    ("    add_coverage", "warehouse.storage", "Warehouse", "add_coverage"),
+    ("      merge (per ticker: calendar slice + merge_intervals)", "ingestion.writer", "BatchWriter", "merge"),
+    ("        merge_intervals", "ingestion.writer", None, "merge_intervals"),
+    ("    record_check (audit bookkeeping)", "ingestion.state", "RunState", "record_check"),
+    ("    write_audit", "warehouse.storage", "Warehouse", "write_audit"),
+    ("    update_run", "warehouse.storage", "Warehouse", "update_run"),
+    ("finish (report)", "ingestion.pipeline", "CompleteDataIngestion", "_finish"),
 ]
 
 
@@ -270,7 +270,7 @@ class PhaseTimer:
 
     def __enter__(self) -> "PhaseTimer":
         for label, module_name, owner_name, attribute in PHASES:
-            module = importlib.import_module(f"CandleThrob.ingestion.{module_name}")
+            module = importlib.import_module(f"CandleThrob.{module_name}")
             owner = getattr(module, owner_name) if owner_name else module
             raw = inspect.getattr_static(owner, attribute, None)
             if raw is None:
@@ -300,7 +300,7 @@ class PhaseTimer:
 
 
 def in_process_config(server_url: str, database_url: str, start: dt.date, **overrides):
-    from CandleThrob.ingestion.config import AdvancedBatchConfig
+    from CandleThrob.config import AdvancedBatchConfig
     settings = dict(database_url=database_url, polygon_api_key=API_KEY, polygon_base_url=server_url,
                     sp500_url=f"{server_url}/wiki/List_of_S%26P_500_companies", rate_limit_seconds=0,
                     history_start=start, **overrides)

@@ -12,9 +12,9 @@ from typing import Optional
 import pandas as pd
 from sqlalchemy import create_engine, text
 
-from CandleThrob.ingestion.config import AdvancedBatchConfig
+from CandleThrob.config import AdvancedBatchConfig
 from CandleThrob.ingestion.pipeline import CompleteDataIngestion, RunOptions
-from CandleThrob.ingestion.storage import Warehouse
+from CandleThrob.warehouse.storage import Warehouse
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "test-key-6f1d"
@@ -28,7 +28,8 @@ def make_config(database_url: str, server, **overrides) -> AdvancedBatchConfig:
     return AdvancedBatchConfig.from_env({}, **settings)
 
 
-def ingest(database_url: str, server, end, *, tickers=None, start=None, clock_now: Optional[dt.datetime] = None, **overrides) -> dict:
+def ingest(database_url: str, server, end, *, tickers=None, start=None, clock_now: Optional[dt.datetime] = None,
+           **overrides) -> dict:
     """One in-process run through ``end`` (the server's today is set to ``end``)."""
     end = pd.Timestamp(end).date()
     if server.today is None or server.today < end:

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pandas as pd
 
-from CandleThrob.ingestion.coverage import merge_intervals, missing_cells, missing_sessions
-from CandleThrob.ingestion.trading_calendar import TradingCalendar
+from CandleThrob.planning.coverage import merge_intervals, missing_cells, missing_sessions
+from CandleThrob.planning.trading_calendar import TradingCalendar
 
 D = dt.date
 CAL = TradingCalendar()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from CandleThrob.ingestion.trading_calendar import TradingCalendar
+from CandleThrob.planning.trading_calendar import TradingCalendar
 from CandleThrob.testing.datagen import generate_market
 from CandleThrob.testing.polygon_server import PolygonServer
 

@@ -10,10 +10,10 @@ import sys
 import pytest
 from sqlalchemy import create_engine, update
 
-from CandleThrob.ingestion.errors import LockHeldError
-from CandleThrob.ingestion.lock import RunLock, process_scope
-from CandleThrob.ingestion.schema import ingestion_lock
-from CandleThrob.ingestion.storage import Warehouse, utcnow
+from CandleThrob.errors import LockHeldError
+from CandleThrob.warehouse.lock import RunLock, process_scope
+from CandleThrob.warehouse.schema import ingestion_lock
+from CandleThrob.warehouse.storage import Warehouse
 
 
 @pytest.fixture
@@ -58,24 +58,24 @@ def test_a_holder_in_another_pid_namespace_is_judged_by_its_heartbeat(warehouse)
     _rewrite_holder(warehouse, process_scope=process_scope() + "-elsewhere")
     with pytest.raises(LockHeldError):
         RunLock(warehouse, "run-2").acquire()
-    _rewrite_holder(warehouse, heartbeat_at=utcnow() - dt.timedelta(minutes=11))
+    _rewrite_holder(warehouse, heartbeat_at=warehouse.now() - dt.timedelta(minutes=11))
     RunLock(warehouse, "run-3").acquire()
 
 
 def test_a_holder_on_another_host_is_stale_only_after_ten_minutes(warehouse):
     RunLock(warehouse, "run-1", host="elsewhere").acquire()
-    _rewrite_holder(warehouse, heartbeat_at=utcnow() - dt.timedelta(minutes=9))
+    _rewrite_holder(warehouse, heartbeat_at=warehouse.now() - dt.timedelta(minutes=9))
     with pytest.raises(LockHeldError):
         RunLock(warehouse, "run-2").acquire()
-    _rewrite_holder(warehouse, heartbeat_at=utcnow() - dt.timedelta(minutes=11))
+    _rewrite_holder(warehouse, heartbeat_at=warehouse.now() - dt.timedelta(minutes=11))
     RunLock(warehouse, "run-3").acquire()
 
 
 def test_a_run_whose_lock_was_taken_cannot_write(warehouse):
-    from CandleThrob.ingestion.lock import LockLostError
+    from CandleThrob.warehouse.lock import LockLostError
     victim = RunLock(warehouse, "run-1", host="elsewhere")
     victim.acquire()
-    _rewrite_holder(warehouse, heartbeat_at=utcnow() - dt.timedelta(minutes=11))
+    _rewrite_holder(warehouse, heartbeat_at=warehouse.now() - dt.timedelta(minutes=11))
     RunLock(warehouse, "run-2").acquire()
     with pytest.raises(LockLostError):
         with warehouse.transaction() as conn:

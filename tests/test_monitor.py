@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from CandleThrob.ingestion.monitor import MemoryBudget, PerformanceMonitor, current_rss_mb
+from CandleThrob.reporting.monitor import MemoryBudget, PerformanceMonitor, current_rss_mb
 
 KEYS = {"duration", "cpu_time", "memory_before_mb", "memory_after_mb", "memory_peak_mb",
         "memory_usage_mb", "success", "error", "count", "total_duration"}

@@ -32,16 +32,16 @@ import pandas as pd
 import pytest
 from sqlalchemy import delete, inspect, select, text
 
-from CandleThrob.ingestion import bulk
-from CandleThrob.ingestion.config import AdvancedBatchConfig
-from CandleThrob.ingestion.coverage import merge_intervals
-from CandleThrob.ingestion.engine import create_db_engine
-from CandleThrob.ingestion.errors import LockHeldError
-from CandleThrob.ingestion.lock import LockLostError, RunLock
-from CandleThrob.ingestion.schema import (ingestion_state, metadata, rejected_bars,
+from CandleThrob.warehouse import bulk
+from CandleThrob.config import AdvancedBatchConfig
+from CandleThrob.planning.coverage import merge_intervals
+from CandleThrob.warehouse.engine import create_db_engine
+from CandleThrob.errors import LockHeldError
+from CandleThrob.warehouse.lock import LockLostError, RunLock
+from CandleThrob.warehouse.schema import (ingestion_state, metadata, rejected_bars,
                                           stock_splits, ticker_data, ticker_universe)
 from CandleThrob.ingestion.pipeline import CompleteDataIngestion, RunOptions
-from CandleThrob.ingestion.storage import Warehouse
+from CandleThrob.warehouse.storage import Warehouse
 from CandleThrob.testing.datagen import generate_market
 from CandleThrob.testing.polygon_server import PolygonServer
 

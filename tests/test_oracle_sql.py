@@ -23,14 +23,15 @@ import pytest
 from sqlalchemy.dialects import oracle
 from sqlalchemy.schema import CreateColumn, CreateTable
 
-from CandleThrob.ingestion import bulk
-from CandleThrob.ingestion.config import AdvancedBatchConfig
-from CandleThrob.ingestion.engine import create_db_engine, database_url
-from CandleThrob.ingestion.errors import LockHeldError
-from CandleThrob.ingestion.lock import RunLock
-from CandleThrob.ingestion.schema import (BAR_COLUMNS_DB, ingestion_audit, metadata,
+from CandleThrob.clock import Clock
+from CandleThrob.warehouse import bulk
+from CandleThrob.config import AdvancedBatchConfig
+from CandleThrob.warehouse.engine import create_db_engine, database_url
+from CandleThrob.errors import LockHeldError
+from CandleThrob.warehouse.lock import RunLock
+from CandleThrob.warehouse.schema import (BAR_COLUMNS_DB, ingestion_audit, metadata,
                                           rejected_bars, ticker_data, ticker_universe)
-from CandleThrob.ingestion.storage import Warehouse
+from CandleThrob.warehouse.storage import Warehouse
 
 # Oracle Database SQL Language Reference, "Oracle SQL Reserved Words" (19c and 23ai).
 ORACLE_RESERVED = frozenset("""
@@ -375,7 +376,7 @@ def warehouse(driver):
     with engine.connect():  # SQLAlchemy's first-connect queries, out of the way
         pass
     driver["log"].clear()
-    yield Warehouse(engine)
+    yield Warehouse(engine, clock=Clock.fixed(INGESTED_AT.replace(tzinfo=dt.timezone.utc)))
     engine.dispose()
 
 
@@ -446,9 +447,7 @@ def test_other_integrity_errors_are_not_retried(warehouse, driver):
     assert verbs.count("executemany") == 1 and "commit" not in verbs
 
 
-def test_write_audit_merges_positional_rows(warehouse, driver, monkeypatch):
-    import CandleThrob.ingestion.storage as storage
-    monkeypatch.setattr(storage, "utcnow", lambda: INGESTED_AT)
+def test_write_audit_merges_positional_rows(warehouse, driver):
     row = {"run_id": "run-1", "ticker": "AAPL", "status": "ok", "bars_fetched": 2,
            "bars_written": 2, "bars_rejected": 0, "quality_score": 0.98,
            "first_date": dt.date(2024, 3, 4), "last_date": dt.date(2024, 3, 5), "api_calls": 1,

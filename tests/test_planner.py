@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from CandleThrob.ingestion.planner import (GroupedCall, Plan, RangeCall, _min_cut_cover,
+from CandleThrob.planning.planner import (GroupedCall, Plan, RangeCall, _min_cut_cover,
                                            _missing_positions, _threshold_cover, plan_calls)
 
 # Business days stand in for NYSE sessions: the planner only sees the index it is given.

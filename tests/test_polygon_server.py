@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import urllib3
 
-from CandleThrob.ingestion.bars import epoch_ms_to_session_date
+from CandleThrob.bars import epoch_ms_to_session_date
 from CandleThrob.testing.datagen import (
     ETF_TICKERS, Split, generate_market, market_data_from_files, sp500_companies,
 )

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from CandleThrob.ingestion.bars import BAR_COLUMNS
-from CandleThrob.ingestion.quality import DataQualityValidator, split_like_ratio
-from CandleThrob.ingestion.trading_calendar import TradingCalendar
+from CandleThrob.bars import BAR_COLUMNS
+from CandleThrob.quality.validator import DataQualityValidator, split_like_ratio
+from CandleThrob.planning.trading_calendar import TradingCalendar
 
 CALENDAR = TradingCalendar()
 # January 2024: the 1st and the 15th (MLK day) are holidays, the 6th a Saturday.

@@ -75,7 +75,8 @@ def test_every_other_bar_is_stored_exactly(run, kaggle):
 
 def test_holes_lower_completeness_but_late_starters_are_not_penalised(run):
     url, _ = run
-    audit = {t: (s, json.loads(f)) for t, s, f in query(url, "SELECT ticker, quality_score, flags FROM ingestion_audit")}
+    rows = query(url, "SELECT ticker, quality_score, flags FROM ingestion_audit")
+    audit = {t: (s, json.loads(f)) for t, s, f in rows}
     missing = {t: audit[t][1].get("missing_sessions_count", 0) for t in audit}
     assert (missing["ES"], missing["DHR"], missing["O"]) == (10, 16, 16)
     assert audit["ES"][0] == pytest.approx((1248 / 1249) * (1249 / 1259), abs=0, rel=1e-12)

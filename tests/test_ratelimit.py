@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from CandleThrob.ingestion.ratelimit import RateLimiter
+from CandleThrob.source.ratelimit import RateLimiter
 
 from fake_clock import FakeClock
 

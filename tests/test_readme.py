@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import fields
 
-from CandleThrob.ingestion.config import ENV_VARS, AdvancedBatchConfig
+from CandleThrob.config import ENV_VARS, AdvancedBatchConfig
 from CandleThrob.ingestion.ingest_data import build_parser
 
 from ingest_helpers import ROOT

@@ -10,7 +10,7 @@ import sqlalchemy
 import sqlalchemy.exc
 import urllib3.exceptions
 
-from CandleThrob.ingestion.errors import (
+from CandleThrob.errors import (
     AuthenticationError,
     ConfigError,
     DatabaseUnavailableError,
@@ -19,8 +19,8 @@ from CandleThrob.ingestion.errors import (
     RetriableError,
     SkippableError,
 )
-from CandleThrob.ingestion.ratelimit import RateLimiter
-from CandleThrob.ingestion.retry import (
+from CandleThrob.source.ratelimit import RateLimiter
+from CandleThrob.source.retry import (
     Category,
     Disposition,
     RetryPolicy,

@@ -6,10 +6,10 @@ import threading
 
 from sqlalchemy import create_engine, inspect
 
-from CandleThrob.ingestion.config import AdvancedBatchConfig
-from CandleThrob.ingestion.engine import create_db_engine
-from CandleThrob.ingestion.schema import metadata
-from CandleThrob.ingestion.storage import Warehouse
+from CandleThrob.config import AdvancedBatchConfig
+from CandleThrob.warehouse.engine import create_db_engine
+from CandleThrob.warehouse.schema import metadata
+from CandleThrob.warehouse.storage import Warehouse
 
 
 def test_concurrent_schema_creation_on_an_empty_database(database_url):

@@ -10,8 +10,8 @@ import zlib
 import pandas as pd
 import pytest
 
-from CandleThrob.ingestion.shards import parse_shard, session_shard, shard_of
-from CandleThrob.ingestion.errors import ConfigError
+from CandleThrob.planning.shards import parse_shard, session_shard, shard_of
+from CandleThrob.errors import ConfigError
 from CandleThrob.testing.datagen import generate_market
 from CandleThrob.testing.polygon_server import PolygonServer
 
@@ -48,7 +48,7 @@ def test_concurrent_shards_store_what_one_run_stores_with_no_more_calls(database
         _unsharded(server, single, "2024-03-15")
         one_run = len(data_calls(server))
         mark = len(server.requests)
-        for proc, out, err in _run_shards(server, database_url, "2024-03-15"):
+        for proc, _out, err in _run_shards(server, database_url, "2024-03-15"):
             assert proc.returncode == 0, err
         assert len(data_calls(server, mark)) == one_run == 36  # one range call per ticker
 
@@ -58,7 +58,7 @@ def test_concurrent_shards_store_what_one_run_stores_with_no_more_calls(database
         _unsharded(server, single, "2024-03-20")
         one_run = len(data_calls(server, mark))
         mark = len(server.requests)
-        for proc, out, err in _run_shards(server, database_url, "2024-03-20"):
+        for proc, _out, err in _run_shards(server, database_url, "2024-03-20"):
             assert proc.returncode == 0, err
         sharded = [c["path"] for c in data_calls(server, mark)]
     assert one_run == 3 and len(sharded) == 3 and all("/grouped/" in p for p in sharded)

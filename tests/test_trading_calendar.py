@@ -6,7 +6,7 @@ import datetime as dt
 
 import pandas as pd
 
-from CandleThrob.ingestion.trading_calendar import TradingCalendar
+from CandleThrob.planning.trading_calendar import TradingCalendar
 
 CAL = TradingCalendar()
 UTC = dt.timezone.utc

@@ -11,11 +11,12 @@ import pytest
 import requests
 
 from CandleThrob import __version__
-from CandleThrob.ingestion.universe import (
-    ETF_TICKERS, MIN_SP500_SYMBOLS, USER_AGENT, InvalidTickerError, UniverseError,
-    clean_ticker, fetch_constituents, get_etf_tickers, get_sp500_tickers,
-    parse_constituents_html, parse_ticker_list,
+from CandleThrob.config import MIN_SP500_SYMBOLS
+from CandleThrob.errors import InvalidTickerError, UniverseError
+from CandleThrob.universe.constituents import (
+    USER_AGENT, fetch_constituents, get_sp500_tickers, parse_constituents_html,
 )
+from CandleThrob.universe.tickers import ETF_TICKERS, clean_ticker, get_etf_tickers, parse_ticker_list
 
 PAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sp500_wikipedia_html"
 PAGE_2018 = PAGES / "List_of_SP500_companies_2018-02_rev821321383.html"

@@ -1,1 +1,1 @@
-"""Ingestion pipeline: universe -> coverage -> plan -> fetch -> validate -> store -> report."""
+"""The ingestion run: the orchestrator, its state, and the stages only it drives."""

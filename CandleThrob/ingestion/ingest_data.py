@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import json
 import os
 import signal
 import sys
@@ -36,17 +35,18 @@ if __package__ in (None, ""):
 from dotenv import load_dotenv
 
 from CandleThrob import __version__
-from CandleThrob.ingestion.config import AdvancedBatchConfig, BatchConfig
-from CandleThrob.ingestion.errors import CandleThrobError, ConfigError
-from CandleThrob.ingestion.logs import configure_logging, get_ingestion_logger, scrub
-from CandleThrob.ingestion.monitor import PerformanceMonitor
+from CandleThrob.config import AdvancedBatchConfig, BatchConfig
+from CandleThrob.errors import CandleThrobError, ConfigError, InvalidTickerError
 from CandleThrob.ingestion.pipeline import CompleteDataIngestion, RunOptions
-from CandleThrob.ingestion.shards import parse_shard
-from CandleThrob.ingestion.quality import DataQualityValidator
-from CandleThrob.ingestion.ratelimit import RateLimiter
-from CandleThrob.ingestion.retry import retry_on_failure
-from CandleThrob.ingestion.universe import (InvalidTickerError, clean_ticker, get_etf_tickers,
-                                            get_sp500_tickers, parse_ticker_list)
+from CandleThrob.logs import configure_logging, get_ingestion_logger, scrub
+from CandleThrob.planning.shards import parse_shard
+from CandleThrob.quality.validator import DataQualityValidator
+from CandleThrob.reporting.monitor import PerformanceMonitor
+from CandleThrob.reporting.report import publish_to_kestra, summary, write_report
+from CandleThrob.source.ratelimit import RateLimiter
+from CandleThrob.source.retry import retry_on_failure
+from CandleThrob.universe.constituents import get_sp500_tickers
+from CandleThrob.universe.tickers import clean_ticker, get_etf_tickers, parse_ticker_list
 
 AdvancedCompleteDataIngestion = CompleteDataIngestion
 
@@ -144,7 +144,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.report:
         write_report(args.report, result, secrets=config.secrets())
     print(summary(result))
-    _publish_to_kestra(result)
+    publish_to_kestra(result, os.environ)
     return result["exit_code"]
 
 
@@ -155,7 +155,7 @@ def _known_secrets() -> list[str]:
 
 def _start_demo(config: AdvancedBatchConfig) -> tuple:
     """The local Polygon-compatible server with generated data, on a free loopback port."""
-    from CandleThrob.ingestion.trading_calendar import TradingCalendar
+    from CandleThrob.planning.trading_calendar import TradingCalendar
     from CandleThrob.testing.datagen import generate_market
     from CandleThrob.testing.polygon_server import PolygonServer
 
@@ -172,7 +172,7 @@ def _start_demo(config: AdvancedBatchConfig) -> tuple:
 
 
 def _install_signal_handlers(ingestion: CompleteDataIngestion) -> None:
-    def handler(signum, _frame):
+    def handler(signum: int, _frame: object) -> None:
         log.warning("signal %d received: finishing the current batch, then stopping", signum)
         ingestion.request_stop(signum)
 
@@ -181,55 +181,6 @@ def _install_signal_handlers(ingestion: CompleteDataIngestion) -> None:
             signal.signal(sig, handler)
         except ValueError:  # not the main thread (embedded use): the caller handles signals
             pass
-
-
-def write_report(path: Path, result: dict, secrets: Sequence[str] = ()) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = scrub(json.dumps(result, indent=2, default=str, sort_keys=True), secrets)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
-def summary(result: dict) -> str:
-    calls = result.get("api_calls", 0)
-    by_endpoint = ", ".join(f"{k} {v}" for k, v in sorted(result.get("api_calls_by_endpoint", {}).items()))
-    lines = [
-        f"CandleThrob run {result['run_id']}: {result['status']} (exit {result['exit_code']})",
-        f"  through session {result['end']}: {result['tickers']} tickers, "
-        f"{result['rows_written']} bars written, {result['rows_rejected']} rejected",
-        f"  API calls: {calls}" + (f" ({by_endpoint})" if by_endpoint else "")
-        + f"; planned {result['planned_calls']} ({result['grouped_calls']} grouped, {result['range_calls']} range)",
-        f"  time {result['seconds']:.1f} s, peak memory {result['peak_rss_mb']:.0f} MB",
-        f"  data: {result['database']}",
-    ]
-    if result["planned_calls"] == 0 and not result.get("restated") and result["status"] == "success":
-        lines.insert(1, "  already up to date: nothing new to fetch, nothing written")
-    if result['failed_tickers']:
-        lines.append(f"  failed or quarantined: {', '.join(result['failed_tickers'][:20])}"
-                     + (" ..." if len(result['failed_tickers']) > 20 else ""))
-    if result.get("stopped"):
-        lines.append(f"  stopped early ({result['stopped']}): {result['remaining_calls']} calls left; "
-                     "the next run resumes")
-    if result.get("error"):
-        lines.append(f"  error: {result['error']}")
-    return "\n".join(lines)
-
-
-def _publish_to_kestra(result: dict) -> None:
-    """Inside a Kestra task, publish outputs and metrics; elsewhere stay silent."""
-    if not os.environ.get("KESTRA_EXECUTION_ID") and not os.environ.get("KESTRA_WORKER_ID"):
-        return
-    try:
-        from kestra import Kestra
-    except ImportError:
-        return
-    Kestra.outputs({"run_id": result["run_id"], "status": result["status"], "exit_code": result["exit_code"]})
-    Kestra.counter("rows_written", result["rows_written"])
-    Kestra.counter("rows_rejected", result["rows_rejected"])
-    Kestra.counter("api_calls", result["api_calls"])
-    Kestra.timer("duration", result["seconds"])
 
 
 def console_main() -> None:

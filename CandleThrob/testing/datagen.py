@@ -23,11 +23,10 @@ from typing import Iterable, NamedTuple, Optional, Union
 import numpy as np
 import pandas as pd
 
-from CandleThrob.ingestion.bars import BAR_COLUMNS, empty_bars
-from CandleThrob.ingestion.trading_calendar import DateLike, TradingCalendar
+from CandleThrob.bars import BAR_COLUMNS, empty_bars
+from CandleThrob.planning.trading_calendar import DateLike, TradingCalendar
+from CandleThrob.universe.tickers import ETF_TICKERS
 
-ETF_TICKERS = ("SPY", "QQQ", "DIA", "IWM", "VTI", "TLT", "GLD", "XLF", "XLE", "XLK",
-               "XLV", "ARKK", "VXX", "TQQQ", "SQQQ", "SOXL", "XLI", "XLY", "XLP", "SLV")
 # Column order of ``TickerBars.values``.
 VALUE_COLUMNS = ("open", "high", "low", "close", "volume", "vwap", "transactions")
 OPEN, HIGH, LOW, CLOSE, VOLUME, VWAP, TRANSACTIONS = range(len(VALUE_COLUMNS))
@@ -201,7 +200,7 @@ class Split:
     split_from: float
     split_to: float
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         # whole numbers as int, so that they print as Polygon's ``1`` and ``20``
         for name in ("split_from", "split_to"):
             value = float(getattr(self, name))
@@ -261,7 +260,7 @@ def adjust(values: np.ndarray, factors: np.ndarray) -> np.ndarray:
 class MarketData:
     """Daily bars as traded, split events, and the rows of the constituents page.
 
-    ``bars`` is a bars frame (see ``CandleThrob.ingestion.bars``); ``vwap`` and
+    ``bars`` is a bars frame (see ``CandleThrob.bars``); ``vwap`` and
     ``transactions`` may be left out. Without ``constituents`` the page lists
     every ticker that is not in ``ETF_TICKERS``, named by its symbol.
     """

@@ -35,11 +35,12 @@ from collections import deque
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Callable, Iterable, Optional, Union
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
-from CandleThrob.ingestion.trading_calendar import TradingCalendar
+from CandleThrob.planning.trading_calendar import TradingCalendar
+from CandleThrob.source.polygon import RANGE_LIMIT
 from CandleThrob.testing.datagen import (
     Constituent, DateLike, MarketData, adjust, generate_market, load_splits_csv,
     market_data_from_files, to_date,
@@ -50,7 +51,7 @@ FAULT_KINDS = ("5xx", "reset", "slow", "truncated", "null_results")
 RATE_LIMIT_ERROR = ("You've exceeded the maximum requests per minute, please wait or upgrade "
                     "your subscription to continue. https://polygon.io/pricing")
 WIKI_PATH = "/wiki/List_of_S&P_500_companies"
-AGGS_MAX_LIMIT, SPLITS_MAX_LIMIT = 50000, 1000
+SPLITS_MAX_LIMIT = 1000
 _AGGS_RANGE = re.compile(r"/v2/aggs/ticker/([^/]+)/range/1/day/([^/]+)/([^/]+)")
 _AGGS_GROUPED = re.compile(r"/v2/aggs/grouped/locale/us/market/stocks/([^/]+)")
 _SPLITS = "/v3/reference/splits"
@@ -170,7 +171,7 @@ def aggs_range(server: "PolygonServer", base_url: str, params: dict, ticker: str
     first, last = _bound(from_text, "from", True), _bound(to_text, "to", False)
     adjusted = _bool_param(params, "adjusted", True)
     order = _choice_param(params, "sort", "asc", ("asc", "desc"))
-    limit = _limit_param(params, 5000, AGGS_MAX_LIMIT)
+    limit = _limit_param(params, 5000, RANGE_LIMIT)
     today = server.today
     series = server.market.ticker_bars(ticker)
     page, next_url = [], None
@@ -425,7 +426,7 @@ class _HTTPServer(ThreadingHTTPServer):
     # a stalled answer or an idle keep-alive connection must not hold up stop()
     block_on_close = False
 
-    def __init__(self, address, app: PolygonServer):
+    def __init__(self, address: tuple[str, int], app: PolygonServer):
         self.app = app
         self.connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
@@ -444,7 +445,7 @@ class _HTTPServer(ThreadingHTTPServer):
                 except OSError:
                     pass
 
-    def handle_error(self, request, client_address) -> None:
+    def handle_error(self, request: object, client_address: object) -> None:
         # Clients that time out or go away mid-answer are expected here, not errors;
         # so is anything an answer stalled past stop() meets on its way out.
         if not isinstance(sys.exc_info()[1], OSError) and not self.app._stopping.is_set():
@@ -470,7 +471,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.track(self.connection, False)
         super().finish()
 
-    def log_message(self, format, *args) -> None:
+    def log_message(self, format: str, *args: object) -> None:
         pass  # requests go to PolygonServer.record instead
 
     def do_GET(self) -> None:
@@ -522,7 +523,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _not_allowed
 
     @staticmethod
-    def _route(path: str):
+    def _route(path: str) -> Optional[tuple[Callable[..., dict], tuple]]:
         if path == _SPLITS:
             return reference_splits, ()
         for pattern, endpoint in ((_AGGS_RANGE, aggs_range), (_AGGS_GROUPED, aggs_grouped)):
@@ -599,7 +600,8 @@ def _parser() -> argparse.ArgumentParser:
         help="the rate limit's sliding window (default 60)")
     add("--send-retry-after", action="store_true", help="send Retry-After with 429")
     add("--fault-rate", type=float, default=0.0, help="share of data requests that fail")
-    add("--fault-kinds", type=_fault_kinds, default=list(FAULT_KINDS), help="comma-separated subset of " + ",".join(FAULT_KINDS))
+    add("--fault-kinds", type=_fault_kinds, default=list(FAULT_KINDS),
+        help="comma-separated subset of " + ",".join(FAULT_KINDS))
     add("--stall-seconds", type=float, default=30.0, help="how long a 'slow' fault stalls")
     add("--request-log", metavar="FILE", help="one JSON line per request")
     return parser

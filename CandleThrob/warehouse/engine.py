@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine, URL, make_url
+from sqlalchemy.engine import Connection, Engine, URL, make_url
 
-from .config import DEFAULT_SQLITE_PATH, AdvancedBatchConfig
-from .errors import ConfigError
+from CandleThrob.config import DEFAULT_SQLITE_PATH, AdvancedBatchConfig
+from CandleThrob.errors import ConfigError
 
 SQLITE_BUSY_TIMEOUT_S = 120
 
@@ -91,7 +91,7 @@ def _sqlite_engine(url: URL) -> Engine:
                                               "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection, _record):
+    def _pragmas(dbapi_connection: Any, _record: object) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
@@ -99,7 +99,7 @@ def _sqlite_engine(url: URL) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _begin(connection):
+    def _begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine

@@ -10,7 +10,7 @@ import datetime as dt
 import json
 import logging
 import sys
-from typing import Iterable, Optional
+from typing import Iterable, Optional, TextIO
 
 ROOT = "CandleThrob"
 _state = {"run_id": None, "secrets": ()}
@@ -48,14 +48,14 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
         return scrub(super().format(record))
 
 
-def configure_logging(fmt: str = "text", level: int = logging.INFO, stream=None) -> None:
+def configure_logging(fmt: str = "text", level: int = logging.INFO, stream: Optional[TextIO] = None) -> None:
     """Route the project's loggers (and the client library's) to stderr."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
+from typing import Optional, TextIO
 
 from tqdm import tqdm
 
 
 class Progress:
-    def __init__(self, total: int, enabled: bool, stream=None):
+    def __init__(self, total: int, enabled: bool, stream: Optional[TextIO] = None):
         stream = stream or sys.stderr
         # tqdm's disable=None already switches off when the stream is not a TTY;
         # we decide explicitly so that --no-progress and tests are exact.

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import InitVar, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
-from .errors import ConfigError
+from CandleThrob.errors import ConfigError
 
 DEFAULT_SQLITE_PATH = Path("data") / "candlethrob.db"
 DEFAULT_BASE_URL = "https://api.polygon.io"
 DEFAULT_SP500_URL = "https://en.wikipedia.org/wiki/List_of_S%26P_500_companies"
+# The index has ~503 symbols; a page with far fewer is a broken or vandalised page,
+# and trusting it would silently drop members from every later run.
+MIN_SP500_SYMBOLS = 450
 
 # field name -> environment variable. The README's configuration table is
 # checked against this mapping by a test, so the two cannot drift.
@@ -53,49 +56,76 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _env(name: str, default: Any = None) -> Callable[[], Any]:
-    def read() -> Any:
-        value = os.environ.get(name)
-        return default if value is None or value.strip() == "" else value.strip()
-    return read
+class _FromEnvironment:
+    """Marks a field still to be read from the environment mapping."""
+
+    def __repr__(self) -> str:
+        return "<from environment>"
 
 
-def _api_key_from_env() -> Optional[str]:
-    # Polygon renamed itself Massive; accept the new variable name too.
-    return _env("POLYGON_API_KEY")() or _env("MASSIVE_API_KEY")()
+FROM_ENV: Any = _FromEnvironment()
+
+# Used when the variable is unset or blank.
+DEFAULTS: dict[str, Any] = {
+    "ora_python_driver_type": "thin",
+    "polygon_base_url": DEFAULT_BASE_URL,
+    "sp500_url": DEFAULT_SP500_URL,
+    "min_sp500_symbols": MIN_SP500_SYMBOLS,
+    "batch_size": 25,
+    "rate_limit_seconds": 12.0,
+    "max_retries": 3,
+    "retry_delay": 2.0,
+    "request_timeout": 30.0,
+    "max_processing_time": 6 * 3600.0,
+    "max_memory_usage": 2048.0,
+    "parallel_processing": True,
+    "max_workers": 4,
+    "min_data_quality_score": 0.8,
+    "enable_performance_monitoring": True,
+    "enable_audit_trail": True,
+}
+# Polygon renamed itself Massive; the new variable name is accepted too.
+ALIASES = {"polygon_api_key": ("MASSIVE_API_KEY",)}
 
 
 @dataclass
 class AdvancedBatchConfig:
-    """Everything a run needs to know; see the README's configuration table."""
+    """Everything a run needs to know; see the README's configuration table.
 
-    database_url: Optional[str] = field(default_factory=_env("DATABASE_URL"))
-    oracle_user: Optional[str] = field(default_factory=_env("ORACLE_USER"))
-    oracle_password: Optional[str] = field(default_factory=_env("ORACLE_PASSWORD"), repr=False)
-    oracle_dsn: Optional[str] = field(default_factory=_env("ORACLE_DSN"))
-    tns_admin: Optional[str] = field(default_factory=_env("TNS_ADMIN"))
-    oracle_wallet_password: Optional[str] = field(default_factory=_env("ORACLE_WALLET_PASSWORD"), repr=False)
-    ora_python_driver_type: str = field(default_factory=_env("ORA_PYTHON_DRIVER_TYPE", "thin"))
-    polygon_api_key: Optional[str] = field(default_factory=_api_key_from_env, repr=False)
-    polygon_base_url: str = field(default_factory=_env("POLYGON_BASE_URL", DEFAULT_BASE_URL))
-    sp500_url: str = field(default_factory=_env("SP500_URL", DEFAULT_SP500_URL))
+    Fields left unset are read once from ``environ`` (default: the process
+    environment), as an explicit mapping: nothing else in the tool reads the
+    environment. Keyword arguments win over it, as command-line flags do.
+    """
+
+    database_url: Optional[str] = FROM_ENV
+    oracle_user: Optional[str] = FROM_ENV
+    oracle_password: Optional[str] = field(default=FROM_ENV, repr=False)
+    oracle_dsn: Optional[str] = FROM_ENV
+    tns_admin: Optional[str] = FROM_ENV
+    oracle_wallet_password: Optional[str] = field(default=FROM_ENV, repr=False)
+    ora_python_driver_type: str = FROM_ENV
+    polygon_api_key: Optional[str] = field(default=FROM_ENV, repr=False)
+    polygon_base_url: str = FROM_ENV
+    sp500_url: str = FROM_ENV
     # Fewer symbols on the constituents page means a broken page, not a smaller index.
-    min_sp500_symbols: int = field(default_factory=_env("MIN_SP500_SYMBOLS", 450))
-    history_start: Optional[dt.date] = field(default_factory=_env("HISTORY_START"))
-    batch_size: int = field(default_factory=_env("BATCH_SIZE", 25))
-    rate_limit_seconds: float = field(default_factory=_env("POLYGON_RATE_LIMIT", 12.0))
-    max_retries: int = field(default_factory=_env("MAX_RETRIES", 3))
-    retry_delay: float = field(default_factory=_env("RETRY_DELAY", 2.0))
-    request_timeout: float = field(default_factory=_env("REQUEST_TIMEOUT", 30.0))
-    max_processing_time: float = field(default_factory=_env("MAX_PROCESSING_TIME", 6 * 3600.0))
-    max_memory_usage: float = field(default_factory=_env("MAX_MEMORY_USAGE", 2048.0))
-    parallel_processing: bool = field(default_factory=_env("PARALLEL_PROCESSING", True))
-    max_workers: int = field(default_factory=_env("MAX_WORKERS", 4))
-    min_data_quality_score: float = field(default_factory=_env("MIN_DATA_QUALITY_SCORE", 0.8))
-    enable_performance_monitoring: bool = field(default_factory=_env("ENABLE_PERFORMANCE_MONITORING", True))
-    enable_audit_trail: bool = field(default_factory=_env("ENABLE_AUDIT_TRAIL", True))
+    min_sp500_symbols: int = FROM_ENV
+    history_start: Optional[dt.date] = FROM_ENV
+    batch_size: int = FROM_ENV
+    rate_limit_seconds: float = FROM_ENV
+    max_retries: int = FROM_ENV
+    retry_delay: float = FROM_ENV
+    request_timeout: float = FROM_ENV
+    max_processing_time: float = FROM_ENV
+    max_memory_usage: float = FROM_ENV
+    parallel_processing: bool = FROM_ENV
+    max_workers: int = FROM_ENV
+    min_data_quality_score: float = FROM_ENV
+    enable_performance_monitoring: bool = FROM_ENV
+    enable_audit_trail: bool = FROM_ENV
+    environ: InitVar[Optional[Mapping[str, str]]] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, environ: Optional[Mapping[str, str]]) -> None:
+        self._read_environment(os.environ if environ is None else environ)
         self.batch_size = _int(self, "batch_size", minimum=1, maximum=10_000)
         self.min_sp500_symbols = _int(self, "min_sp500_symbols", minimum=1, maximum=1_000)
         self.rate_limit_seconds = _float(self, "rate_limit_seconds", minimum=0.0, maximum=3600.0)
@@ -148,20 +178,22 @@ class AdvancedBatchConfig:
                 pass
         return [v for v in values if v]
 
+    def _read_environment(self, environ: Mapping[str, str]) -> None:
+        for f in fields(self):
+            if getattr(self, f.name) is not FROM_ENV:
+                continue
+            value = None
+            for name in (ENV_VARS[f.name], *ALIASES.get(f.name, ())):
+                text = environ.get(name)
+                if text is not None and text.strip():
+                    value = text.strip()
+                    break
+            setattr(self, f.name, DEFAULTS.get(f.name) if value is None else value)
+
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None, **overrides: Any) -> "AdvancedBatchConfig":
-        """Build from ``environ`` (default: os.environ) instead of the process environment.
-        It swaps os.environ for the duration, so call it from one thread at a time."""
-        if environ is None:
-            return cls(**overrides)
-        saved = dict(os.environ)
-        try:
-            os.environ.clear()
-            os.environ.update(environ)
-            return cls(**overrides)
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        """Build from ``environ`` (default: the process environment); ``overrides`` win."""
+        return cls(environ=environ, **overrides)
 
 
 BatchConfig = AdvancedBatchConfig
@@ -181,7 +213,7 @@ def _bad(config: AdvancedBatchConfig, name: str, allowed: str) -> None:
     raise ConfigError(f"{ENV_VARS[name]}={shown} is not allowed: expected {allowed}.")
 
 
-def _int(config, name, *, minimum: int, maximum: int) -> int:
+def _int(config: AdvancedBatchConfig, name: str, *, minimum: int, maximum: int) -> int:
     value = getattr(config, name)
     try:
         number = int(str(value).strip()) if not isinstance(value, bool) else None
@@ -192,7 +224,7 @@ def _int(config, name, *, minimum: int, maximum: int) -> int:
     return number
 
 
-def _float(config, name, *, minimum: float, maximum: float) -> float:
+def _float(config: AdvancedBatchConfig, name: str, *, minimum: float, maximum: float) -> float:
     value = getattr(config, name)
     try:
         number = float(str(value).strip()) if not isinstance(value, bool) else None
@@ -203,7 +235,7 @@ def _float(config, name, *, minimum: float, maximum: float) -> float:
     return number
 
 
-def _bool(config, name) -> bool:
+def _bool(config: AdvancedBatchConfig, name: str) -> bool:
     value = getattr(config, name)
     if isinstance(value, bool):
         return value
@@ -215,7 +247,7 @@ def _bool(config, name) -> bool:
     _bad(config, name, "true or false (also 1/0, yes/no, on/off)")
 
 
-def _date(config, name) -> Optional[dt.date]:
+def _date(config: AdvancedBatchConfig, name: str) -> Optional[dt.date]:
     value = getattr(config, name)
     if value is None or isinstance(value, dt.date):
         return value.date() if isinstance(value, dt.datetime) else value

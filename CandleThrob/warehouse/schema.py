@@ -6,10 +6,13 @@ under 30 characters; prices are NUMBER on Oracle and double precision elsewhere.
 
 from __future__ import annotations
 
+from typing import Optional
+
 from sqlalchemy import (BigInteger, Boolean, Column, Date, DateTime, Float, Identity,
                         Integer, MetaData, PrimaryKeyConstraint, String, Table, Text,
                         TypeDecorator)
 from sqlalchemy.dialects import oracle
+from sqlalchemy.engine import Dialect
 
 metadata = MetaData()
 
@@ -25,10 +28,10 @@ class OracleFlag(TypeDecorator):
     def __init__(self) -> None:
         super().__init__(precision=1)
 
-    def process_bind_param(self, value, dialect):
+    def process_bind_param(self, value: Optional[bool], dialect: Dialect) -> Optional[int]:
         return None if value is None else int(bool(value))
 
-    def process_result_value(self, value, dialect):
+    def process_result_value(self, value: Optional[int], dialect: Dialect) -> Optional[bool]:
         return None if value is None else bool(value)
 
 

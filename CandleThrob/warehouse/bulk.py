@@ -21,7 +21,7 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from .schema import BAR_COLUMNS_DB
+from CandleThrob.warehouse.schema import BAR_COLUMNS_DB
 
 _KEY = ("ticker", "trade_date")
 CHUNK_ROWS = 10_000  # rows turned into driver tuples at a time

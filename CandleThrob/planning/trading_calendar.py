@@ -15,6 +15,8 @@ import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
 
+from CandleThrob.clock import Clock
+
 CALENDAR_START = "1990-01-02"
 # Polygon finalises daily bars some time after the 16:00 close (late prints,
 # corrections); a session counts as complete from this New York time.
@@ -32,8 +34,9 @@ class TradingCalendar:
     """Sessions of one exchange (NYSE by default), as naive midnight Timestamps."""
 
     def __init__(self, name: str = "XNYS", start: DateLike = CALENDAR_START,
-                 end: Optional[DateLike] = None):
-        end = end or (pd.Timestamp.today().normalize() + pd.DateOffset(years=1))
+                 end: Optional[DateLike] = None, clock: Optional[Clock] = None):
+        # A year past today: far enough for any --end a run accepts.
+        end = end or (pd.Timestamp((clock or Clock()).today_in_new_york()) + pd.DateOffset(years=1))
         self._cal = _calendar(name, str(_ts(start).date()), str(_ts(end).date()))
         self.name = name
 

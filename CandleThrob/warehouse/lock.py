@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
 import threading
 from dataclasses import dataclass
 from typing import Optional
@@ -23,15 +22,11 @@ from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from .errors import LockHeldError
-from .schema import ingestion_lock
-from .storage import Warehouse, utcnow
+from CandleThrob.errors import LockHeldError, LockLostError
+from CandleThrob.warehouse.schema import ingestion_lock
+from CandleThrob.warehouse.storage import Warehouse
 
 STALE_AFTER = dt.timedelta(minutes=10)
-
-
-class LockLostError(LockHeldError):
-    """This run's lock was taken over; it stops without writing."""
 
 
 @dataclass(frozen=True)
@@ -77,13 +72,13 @@ class RunLock:
         self.run_id = run_id
         self.name = name
         self.stale_after = stale_after
-        self.host = host or socket.gethostname()
-        self.pid = pid or os.getpid()
+        self.host = host or warehouse.clock.host
+        self.pid = pid or warehouse.clock.pid
         self.scope = process_scope()
         self.held = False
 
     def acquire(self) -> None:
-        now = utcnow()
+        now = self.warehouse.now()
         row = {"lock_name": self.name, "run_id": self.run_id, "host": self.host, "pid": self.pid,
                "process_started": _process_start(self.pid), "process_scope": self.scope,
                "started_at": now, "heartbeat_at": now}
@@ -137,7 +132,7 @@ class RunLock:
             raise LockLostError("this run does not hold the lock")
         beat = conn.execute(update(ingestion_lock).where(and_(
             ingestion_lock.c.lock_name == self.name, ingestion_lock.c.run_id == self.run_id))
-            .values(heartbeat_at=utcnow())).rowcount
+            .values(heartbeat_at=self.warehouse.now())).rowcount
         if beat != 1:
             self.held = False
             raise LockLostError(f"the lock {self.name!r} was taken over by another run")
@@ -153,7 +148,7 @@ class RunLock:
                     with self.warehouse.transaction() as conn:
                         conn.execute(update(ingestion_lock).where(and_(
                             ingestion_lock.c.lock_name == self.name, ingestion_lock.c.run_id == self.run_id))
-                            .values(heartbeat_at=utcnow()))
+                            .values(heartbeat_at=self.warehouse.now()))
                 except Exception:  # a missed beat is harmless; the batch commits beat too
                     continue
 

@@ -210,8 +210,9 @@ def _identical_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return klass.ravel(), representative
 
 
-def _min_weight_cover(adjacency: np.ndarray, left_weight: np.ndarray, right_weight: np.ndarray
+def _min_weight_cover(adjacency: np.ndarray, left_weight: np.ndarray, right_weight: np.ndarray  # noqa: C901
                       ) -> tuple[np.ndarray, np.ndarray]:
+    # Complexity: one exact max-flow kept whole on purpose; it is checked against brute force.
     """Minimum weight vertex cover of a bipartite graph; masks of (left, right) in it.
 
     Network: source -> left vertex (capacity its weight) -> right vertex

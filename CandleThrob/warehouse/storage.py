@@ -18,17 +18,14 @@ from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError, DBAPIError, IntegrityError, OperationalError, ProgrammingError
 
-from . import bulk
-from .errors import DatabaseUnavailableError
-from .schema import (ingestion_audit, ingestion_coverage, ingestion_runs, ingestion_state,
+from CandleThrob.clock import Clock
+from CandleThrob.planning.coverage import Interval
+from CandleThrob.warehouse import bulk
+from CandleThrob.errors import DatabaseUnavailableError
+from CandleThrob.warehouse.schema import (ingestion_audit, ingestion_coverage, ingestion_runs, ingestion_state,
                      metadata, rejected_bars, stock_splits, ticker_data, ticker_universe)
 
-Interval = tuple[dt.date, dt.date]
 _SCHEMA_LOCK_KEY = 7_311_500  # any constant: the advisory lock that serialises CREATE TABLE
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
 
 
 def _date(value: Any) -> Optional[dt.date]:
@@ -46,9 +43,14 @@ def _date(value: Any) -> Optional[dt.date]:
 class Warehouse:
     """The SQL side of CandleThrob, over one SQLAlchemy engine."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, clock: Optional[Clock] = None):
         self.engine = engine
         self.backend = engine.dialect.name
+        self.clock = clock or Clock()
+
+    def now(self) -> dt.datetime:
+        """The stamp for rows written now (naive UTC, whole seconds, as every backend stores it)."""
+        return self.clock.utcnow().replace(microsecond=0)
 
     # ---- lifecycle -------------------------------------------------------
     def create_schema(self) -> None:
@@ -146,22 +148,20 @@ class Warehouse:
     # ---- bars ------------------------------------------------------------
     def write_bars(self, conn: Connection, bars: pd.DataFrame, run_id: str,
                    ingested_at: Optional[dt.datetime] = None) -> int:
-        return bulk.upsert_bars(conn, bars, run_id, ingested_at or utcnow())
+        return bulk.upsert_bars(conn, bars, run_id, ingested_at or self.now())
 
-    def replace_history(self, conn: Connection, ticker: str, start: dt.date, end: dt.date,
-                        bars: pd.DataFrame, run_id: str) -> tuple[int, int]:
-        """Replace a ticker's bars in [start, end] (a restatement). Returns (deleted, written)."""
-        deleted = conn.execute(delete(ticker_data).where(and_(
+    def delete_bars(self, conn: Connection, ticker: str, start: dt.date, end: dt.date) -> int:
+        """Delete a ticker's bars in [start, end] (before a restatement writes them again)."""
+        return conn.execute(delete(ticker_data).where(and_(
             ticker_data.c.ticker == ticker, ticker_data.c.trade_date >= start,
             ticker_data.c.trade_date <= end))).rowcount
-        return deleted, self.write_bars(conn, bars, run_id)
 
     def write_rejected(self, conn: Connection, rejected: pd.DataFrame, run_id: str) -> int:
         if rejected.empty:
             return 0
-        now = utcnow()
+        now = self.now()
 
-        def num(value):
+        def num(value: Any) -> Optional[float]:
             return None if value is None or value != value else float(value)
 
         rows = [{
@@ -239,7 +239,7 @@ class Warehouse:
 
     def write_audit(self, conn: Connection, rows: Sequence[dict]) -> None:
         rows = [{**r, "flags": json.dumps(r.get("flags") or {}, default=str, sort_keys=True),
-                 "updated_at": utcnow()} for r in rows]
+                 "updated_at": self.now()} for r in rows]
         bulk.upsert_rows(conn, ingestion_audit, rows, key=("run_id", "ticker"))
 
     def audit(self, run_id: str) -> list[dict]:
@@ -291,7 +291,7 @@ class Warehouse:
         """Record splits, once each: the feed repeats some, and concurrent runs
         may record the same one (an existing row is left as it is)."""
         unique = {(s["ticker"], s["execution_date"]): s for s in splits}
-        now = utcnow()
+        now = self.now()
         rows = [{"ticker": t, "execution_date": d, "split_from": s["split_from"], "split_to": s["split_to"],
                  "recorded_at": now} for (t, d), s in sorted(unique.items())]
         bulk.upsert_rows(conn, stock_splits, rows, key=("ticker", "execution_date"), update_existing=False)

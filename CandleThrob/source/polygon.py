@@ -5,24 +5,23 @@ the free tier's five calls a minute in under a second. Every HTTP request here
 waits for the shared ``RateLimiter``, and failures are classified into our
 error taxonomy so that ``RetryPolicy`` alone decides what happens next:
 
-====================================  ==================
-401                                   AuthenticationError (fatal)
-403 (not entitled), 404               SkippableError
-429                                   RateLimitedError (Retry-After kept)
-5xx, other statuses                   RetriableError
+====================================  ==================================
+an HTTP error status                  ``errors.error_for_status``'s table
 timeouts, resets, refused             RetriableError
 truncated or unparsable JSON          RetriableError
 grouped day empty / far too small     RetriableError
-====================================  ==================
+====================================  ==================================
 """
 
 from __future__ import annotations
 
 import collections
 import datetime as dt
+import functools
 import json
 import threading
-from typing import Any, Callable, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
 from urllib.parse import urlparse
 
 import pandas as pd
@@ -30,19 +29,34 @@ import urllib3
 from massive import RESTClient
 from massive.exceptions import BadResponse
 
-from .bars import bars_from_polygon
-from .errors import (AuthenticationError, RateLimitedError, RetriableError, SkippableError)
-from .ratelimit import RateLimiter
-from .retry import RetryPolicy
+from CandleThrob.bars import bars_from_polygon
+from CandleThrob.config import AdvancedBatchConfig
+from CandleThrob.errors import ConfigError, RetriableError, error_for_status
+from CandleThrob.source.ratelimit import RateLimiter
+from CandleThrob.source.retry import RetryPolicy
 
 RANGE_LIMIT = 50_000  # the aggregates endpoint's maximum bars per page
+
+
+@dataclass(frozen=True)
+class SourceStats:
+    """The data source's counters at the end of a run."""
+
+    calls: dict[str, int] = field(default_factory=dict)  # by endpoint, retries included
+    failed_calls: dict[str, int] = field(default_factory=dict)
+    retries_by_category: dict[str, int] = field(default_factory=dict)
+    rate_limited: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
 
 
 class _StatusRecorder:
     """Wraps the client's urllib3 pool to keep each thread's last status and headers:
     the client raises ``BadResponse`` with only the body, and we need the code."""
 
-    def __init__(self, pool):
+    def __init__(self, pool: urllib3.PoolManager):
         self._pool = pool
         self.last = threading.local()
 
@@ -52,7 +66,7 @@ class _StatusRecorder:
         self.last.status, self.last.headers = response.status, response.headers
         return response
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._pool, name)
 
 
@@ -78,16 +92,11 @@ class PolygonSource:
     # ---- public requests ----------------------------------------------------
     def fetch_range(self, ticker: str, start: dt.date, end: dt.date, adjusted: bool = True) -> pd.DataFrame:
         """All daily bars of one ticker in [start, end], following ``next_url``."""
-        first = lambda: self.client.get_aggs(ticker, 1, "day", str(start), str(end), adjusted=adjusted,
-                                             sort="asc", limit=RANGE_LIMIT, raw=True)
-        body = self._call("range", first, what=f"{ticker} {start}..{end}")
-        results = list(body.get("results") or [])
-        while body.get("next_url"):
-            path = self._relative(body["next_url"])
-            body = self._call("range", lambda: self.client._get(path=path, params={}, raw=True),
-                              what=f"{ticker} {start}..{end} (next page)")
-            results.extend(body.get("results") or [])
-        return bars_from_polygon(results, ticker=ticker)
+        def first():
+            return self.client.get_aggs(ticker, 1, "day", str(start), str(end), adjusted=adjusted,
+                                        sort="asc", limit=RANGE_LIMIT, raw=True)
+
+        return bars_from_polygon(self._paginate("range", first, what=f"{ticker} {start}..{end}"), ticker=ticker)
 
     def fetch_grouped(self, day: dt.date, adjusted: bool = True, min_tickers: int = 1) -> pd.DataFrame:
         """Every ticker's bar for one session. An OK answer with no results, or with
@@ -111,13 +120,7 @@ class PolygonSource:
                                   "order": "asc", "sort": "execution_date"}
         if since is not None:
             params["execution_date_gt"] = str(since)
-        body = self._call("splits", lambda: self.client.list_splits(raw=True, **params), what="splits")
-        results = list(body.get("results") or [])
-        while body.get("next_url"):
-            path = self._relative(body["next_url"])
-            body = self._call("splits", lambda: self.client._get(path=path, params={}, raw=True),
-                              what="splits (next page)")
-            results.extend(body.get("results") or [])
+        results = self._paginate("splits", lambda: self.client.list_splits(raw=True, **params), what="splits")
         out = []
         for r in results:
             try:
@@ -128,11 +131,38 @@ class PolygonSource:
                 continue  # a malformed split record cannot be applied; the price check still catches it
         return out
 
-    @property
-    def total_calls(self) -> int:
-        return sum(self.calls.values())
+    def stats(self) -> SourceStats:
+        with self._lock:
+            calls, failed = dict(self.calls), dict(self.failed_calls)
+        return SourceStats(calls=calls, failed_calls=failed,
+                           retries_by_category={k.value: v for k, v in self.retry_policy.stats.items()},
+                           rate_limited=self.rate_limiter.rate_limited_count)
+
+    @classmethod
+    def from_config(cls, config: AdvancedBatchConfig, sleep: Callable[[float], None]) -> "PolygonSource":
+        """The run's one source, limiter and retry policy (``sleep`` is the run's
+        interruptible wait). A missing key is a usage error, raised before any write."""
+        if not config.polygon_api_key:
+            raise ConfigError("POLYGON_API_KEY is not set. Put your Polygon/Massive key in the "
+                              "environment or in .env (POLYGON_API_KEY=...), or try the built-in "
+                              "demo: python -m CandleThrob.ingestion.ingest_data --demo")
+        limiter = RateLimiter.from_seconds(config.rate_limit_seconds, sleep=sleep)
+        policy = RetryPolicy(max_retries=config.max_retries, base_delay=config.retry_delay, sleep=sleep)
+        return cls(config.polygon_api_key, config.polygon_base_url, rate_limiter=limiter, retry_policy=policy,
+                   timeout=config.request_timeout, pool_size=max(4, config.workers))
 
     # ---- plumbing --------------------------------------------------------------
+    def _paginate(self, endpoint: str, first: Callable, *, what: str) -> list:
+        """Every page's ``results``, following ``next_url``; each page is one call."""
+        body = self._call(endpoint, first, what=what)
+        results = list(body.get("results") or [])
+        while body.get("next_url"):
+            path = self._relative(body["next_url"])
+            body = self._call(endpoint, functools.partial(self.client._get, path=path, params={}, raw=True),
+                              what=f"{what} (next page)")
+            results.extend(body.get("results") or [])
+        return results
+
     def _relative(self, next_url: str) -> str:
         if next_url.startswith(self.base_url):
             return next_url[len(self.base_url):]
@@ -168,7 +198,7 @@ class PolygonSource:
             raise RetriableError(f"{what}: network error ({exc.__class__.__name__})") from None
 
     @staticmethod
-    def _decode(response, what: str) -> dict:
+    def _decode(response: urllib3.BaseHTTPResponse, what: str) -> dict:
         try:
             body = json.loads(response.data)
         except (ValueError, UnicodeDecodeError):
@@ -180,21 +210,18 @@ class PolygonSource:
         return body
 
 
-def _classify_status(status: Optional[int], headers, body: str, what: str) -> Exception:
+def _classify_status(status: Optional[int], headers: Mapping[str, str], body: str, what: str) -> Exception:
     message = _error_text(body)
     if status == 401:
-        return AuthenticationError(f"the data API refused the key (HTTP 401: {message}); "
-                                   "check POLYGON_API_KEY")
-    if status == 429:
-        retry_after = headers.get("Retry-After") if hasattr(headers, "get") else None
-        try:
-            seconds = float(retry_after) if retry_after is not None else None
-        except ValueError:
-            seconds = None
-        return RateLimitedError(f"{what}: rate limited (HTTP 429)", retry_after=seconds, status=429)
-    if status in (403, 404):
-        return SkippableError(f"{what}: HTTP {status}: {message}", status=status)
-    return RetriableError(f"{what}: HTTP {status}: {message}", status=status)
+        return error_for_status(status, f"the data API refused the key (HTTP 401: {message}); "
+                                        "check POLYGON_API_KEY")
+    retry_after = headers.get("Retry-After") if hasattr(headers, "get") else None
+    try:
+        seconds = float(retry_after) if retry_after is not None else None
+    except ValueError:
+        seconds = None
+    text = f"{what}: rate limited (HTTP 429)" if status == 429 else f"{what}: HTTP {status}: {message}"
+    return error_for_status(status, text, retry_after=seconds)
 
 
 def _error_text(body: str) -> str:

@@ -1,16 +1,9 @@
-"""The ticker universe: S&P 500 members from Wikipedia's constituents page, plus 20 ETFs.
-
-Tickers are kept in Polygon's form (``BRK.B``), whatever the source wrote
-(``BRK-B`` on Yahoo, ``BRK/B`` elsewhere). Anything that does not look like a US
-equity/ETF symbol is refused rather than rewritten: a guessed symbol would cost an
-API call and could store bars under the wrong name.
-"""
+"""The S&P 500 members, from Wikipedia's "List of S&P 500 companies" page."""
 
 from __future__ import annotations
 
 import io
 import os
-import re
 from typing import Optional, Union
 
 import pandas as pd
@@ -18,84 +11,15 @@ import requests
 from lxml import etree
 
 from CandleThrob import __version__
+from CandleThrob.config import DEFAULT_SP500_URL, MIN_SP500_SYMBOLS
+from CandleThrob.errors import InvalidTickerError, UniverseError
+from CandleThrob.universe.tickers import clean_ticker
 
-ETF_TICKERS = (
-    "SPY", "QQQ", "DIA", "IWM", "VTI", "TLT", "GLD", "XLF", "XLE", "XLK",
-    "XLV", "ARKK", "VXX", "TQQQ", "SQQQ", "SOXL", "XLI", "XLY", "XLP", "SLV",
-)
-
-DEFAULT_SP500_URL = "https://en.wikipedia.org/wiki/List_of_S%26P_500_companies"
 # Wikimedia's policy asks automated clients to say who they are and how to reach them.
 USER_AGENT = f"CandleThrob/{__version__} (+https://github.com/candlethrob; market-data ingestion)"
-# The index has ~503 symbols; a page with far fewer is a broken or vandalised page,
-# and trusting it would silently drop members from every later run.
-MIN_SP500_SYMBOLS = 450
 
 # Header of the symbol column: 2024 layout first, then the 2018 one.
 SYMBOL_COLUMNS = ("Symbol", "Ticker symbol")
-
-_ALLOWED = "1-5 letters, optionally followed by '.' and a 1-2 letter share class (e.g. MMM, BRK.B)"
-_SYMBOL = re.compile(r"[A-Z]{1,5}(\.[A-Z]{1,2})?")
-# Class-share separators in the wild: BRK-B (Yahoo), BRK/B (Bloomberg-style), and the
-# Unicode hyphens and dashes that word processors and web pages substitute for '-'.
-_SEPARATORS = re.compile("[-/\u2010\u2011\u2012\u2013\u2014\u2212]")
-# Invisible characters that survive copy-paste from web pages and str.strip().
-_INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
-
-
-class InvalidTickerError(ValueError):
-    """Not a valid ticker symbol."""
-
-    def __init__(self, value: object, reason: str):
-        super().__init__(f"{value!r} is not a valid ticker symbol: {reason}; allowed: {_ALLOWED}")
-        self.value = value
-        self.reason = reason
-
-
-class UniverseError(Exception):
-    """The S&P 500 constituents page cannot be used."""
-
-
-def get_etf_tickers() -> list[str]:
-    """The 20 ETFs, in their fixed order (a new list each call, safe to modify)."""
-    return list(ETF_TICKERS)
-
-
-def clean_ticker(raw: object) -> str:
-    """Return ``raw`` in Polygon's form (``' brk-b '`` -> ``'BRK.B'``) or raise InvalidTickerError."""
-    if not isinstance(raw, str):
-        raise InvalidTickerError(raw, f"expected a string, got {type(raw).__name__}")
-    text = raw.strip().strip(_INVISIBLE).strip()
-    if not text:
-        raise InvalidTickerError(raw, "empty")
-    if ":" in text:
-        raise InvalidTickerError(raw, "exchange prefixes are not allowed (write 'LMT', not 'NYSE:LMT')")
-    if any(ch.isspace() for ch in text):
-        raise InvalidTickerError(raw, "contains whitespace")
-    if any(ch.isdigit() for ch in text):
-        raise InvalidTickerError(raw, "contains digits")
-    # Check for ASCII letters before upper-casing: 'ß'.upper() is the valid-looking 'SS'.
-    symbol = _SEPARATORS.sub(".", text)
-    strange = sorted(set(re.sub(r"[A-Za-z.]", "", symbol)))
-    if strange:
-        raise InvalidTickerError(raw, f"unexpected characters {''.join(strange)!r}")
-    symbol = symbol.upper()
-    if _SYMBOL.fullmatch(symbol):
-        return symbol
-    base, *share_class = symbol.split(".")
-    if not base or len(share_class) > 1 or share_class == [""]:
-        raise InvalidTickerError(raw, "misplaced share-class separator")
-    raise InvalidTickerError(raw, "too long")
-
-
-def parse_ticker_list(text: str) -> list[str]:
-    """Tickers from a ``--tickers`` value (``"AAPL, brk-b MSFT"``): cleaned, deduped, in order."""
-    entries = [entry for entry in re.split(r"[,\s]+", text or "") if entry]
-    if not entries:
-        raise InvalidTickerError(text, "no tickers given")
-    # dict keeps first-seen order, so the user's order is the processing order.
-    return list(dict.fromkeys(clean_ticker(entry) for entry in entries))
-
 
 def parse_constituents_html(html: str) -> pd.DataFrame:
     """The constituents table of a Wikipedia "List of S&P 500 companies" page.

@@ -6,7 +6,8 @@ import zlib
 
 import pandas as pd
 
-from .errors import ConfigError
+from CandleThrob.errors import ConfigError
+from CandleThrob.planning.planner import Plan
 
 
 def shard_of(ticker: str, shards: int) -> int:
@@ -27,3 +28,15 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not 1 <= k <= n:
         raise ConfigError(f"--shard {text!r} is not allowed: expected K/N with 1 <= K <= N, e.g. 2/4")
     return k, n
+
+
+def share_of(plan: Plan, shard: tuple[int, int], mine: set[str]) -> Plan:
+    """A shard's part of the global plan: its tickers' range calls and the
+    grouped days it owns, so N shards together make the calls of one run.
+    A day's owner depends on the date alone (consecutive sessions go round
+    the shards), never on the plan: shards that start a little apart and so
+    see slightly different coverage still agree on who fetches which day."""
+    k, n = shard
+    grouped = [call for call in plan.grouped if session_shard(call.session, n) == k]
+    ranges = [call for call in plan.ranges if call.ticker in mine]
+    return Plan(grouped=grouped, ranges=ranges, missing_cells=plan.missing_cells, sessions=plan.sessions)

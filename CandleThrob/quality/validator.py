@@ -65,8 +65,8 @@ from typing import Iterable, Mapping, Optional
 import numpy as np
 import pandas as pd
 
-from CandleThrob.ingestion.bars import BAR_COLUMNS, PRICE_COLUMNS
-from CandleThrob.ingestion.trading_calendar import DateLike, TradingCalendar
+from CandleThrob.bars import BAR_COLUMNS, PRICE_COLUMNS
+from CandleThrob.planning.trading_calendar import DateLike, TradingCalendar
 
 VALUE_COLUMNS = PRICE_COLUMNS + ("volume",)
 REASONS = ("missing_value", "non_positive_price", "negative_volume", "high_below_low",
@@ -107,7 +107,7 @@ def split_like_ratio(prev_close: float, close: float,
     return SPLIT_RATIOS[index] if index >= 0 else None
 
 
-def _day(stamp) -> str:
+def _day(stamp: object) -> str:
     return "no date" if pd.isna(stamp) else f"{stamp:%Y-%m-%d}"
 
 
@@ -132,7 +132,7 @@ class TickerQuality:
     score: float = field(init=False)
     ok: bool = field(init=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.rejected = self.fetched - self.accepted
         self.validity = self.accepted / self.fetched if self.fetched else 1.0
         present = self.expected_sessions - len(self.missing_sessions)

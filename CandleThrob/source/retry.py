@@ -17,14 +17,15 @@ import logging
 import random
 import threading
 import time
-from typing import Callable, Dict, Optional, TypeVar
+from typing import Any, Callable, Dict, Optional, TypeVar
 
 import requests
 import sqlalchemy.exc
 import urllib3.exceptions
 
-from CandleThrob.ingestion.errors import (
+from CandleThrob.errors import (
     AuthenticationError,
+    error_for_status,
     CandleThrobError,
     DatabaseUnavailableError,
     LockHeldError,
@@ -32,6 +33,7 @@ from CandleThrob.ingestion.errors import (
     RetriableError,
     SkippableError,
 )
+from CandleThrob.source.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +76,8 @@ _NETWORK_TRANSIENT = (
 
 
 def _by_status(status: Optional[int]) -> Disposition:
-    """Disposition of an HTTP status the caller did not translate itself."""
-    if status is None or status in (408, 429) or status >= 500:
-        return Disposition.TRANSIENT
-    if status in (401, 403):
-        return Disposition.FATAL
-    return Disposition.SKIP
+    """Disposition of an HTTP status the caller did not translate itself (the shared table)."""
+    return _classify_own(error_for_status(status, ""))[1]
 
 
 def _classify(exc: BaseException) -> tuple[Category, Disposition]:
@@ -186,7 +184,7 @@ class RetryPolicy:
 
     def call(self, fn: Callable[..., T], *args,
              on_retry: Optional[Callable[[BaseException, int, float], None]] = None,
-             rate_limiter=None, **kwargs) -> T:
+             rate_limiter: Optional[RateLimiter] = None, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)``, retrying transient failures.
 
         With ``rate_limiter``, every attempt first passes ``rate_limiter.acquire()``
@@ -238,7 +236,7 @@ class RetryPolicy:
                     rate_limiter.on_success()
                 return result
 
-    def _wait_before_retry(self, exc: Exception, attempt: int, rate_limiter) -> float:
+    def _wait_before_retry(self, exc: Exception, attempt: int, rate_limiter: Optional[RateLimiter]) -> float:
         retry_after = getattr(exc, "retry_after", None)
         if isinstance(exc, RateLimitedError) and rate_limiter is not None:
             rate_limiter.on_rate_limited(retry_after)
@@ -247,7 +245,8 @@ class RetryPolicy:
         return backoff if retry_after is None else max(retry_after, backoff)
 
 
-def retry_on_failure(max_retries: int = 3, delay_seconds: float = 1.0, **policy_options):
+def retry_on_failure(max_retries: int = 3, delay_seconds: float = 1.0,
+                     **policy_options: Any) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """Decorator: retry the function's *transient* failures with ``RetryPolicy``.
 
     ``@retry_on_failure(max_retries=2, delay_seconds=0.1)`` makes up to three

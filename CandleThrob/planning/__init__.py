@@ -1,0 +1,1 @@
+"""Planning: the NYSE calendar, coverage (what was asked), the fewest calls, shards."""

@@ -1,0 +1,1 @@
+"""What a run tells its operator: the report, the summary, progress and performance."""

@@ -1,0 +1,1 @@
+"""The warehouse: tables, engines, bulk writes, reads, and the run lock."""
