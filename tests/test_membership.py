@@ -19,6 +19,7 @@ from CandleThrob.universe.pages import (
     parse_changes_table,
     parse_members,
 )
+from CandleThrob.universe.reconcile import reconcile
 from CandleThrob.universe.securities import (
     SymbolConflictError,
     assign_security_ids,
@@ -343,6 +344,52 @@ def test_symbol_pieces_clip_to_the_range_and_skip_unknown_days():
     assert symbol_pieces(history, "unknown", "2019-01-01", "2020-01-01") == []
 
 
+# --- the tool's own observations ---------------------------------------------------------
+
+def test_observations_win_on_the_days_they_cover():
+    walk = pd.DataFrame([
+        ("AAA", "1", "Aaa", "Energy", NAT, NAT),
+        ("BBB", None, "Bbb", None, NAT, T("2020-06-30")),
+        ("CCC", "3", "Ccc", None, T("2020-01-02"), NAT),
+        ("NEWSYM", "9", "Newsym", "Energy", NAT, NAT),  # renamed OLDSYM -> NEWSYM, which the walk never saw
+        ("HND", None, "Old holder", None, NAT, T("2018-03-01")),  # the symbol passed to another company
+        ("HND", None, "New holder", None, T("2018-03-02"), NAT),
+    ], columns=["ticker", "cik", "name", "sector", "first_day", "last_day"])
+    seen = pd.DataFrame([("AAA", "0000000001", "2020-01-01", "2020-12-31"),
+                         ("BBB", "2", "2020-01-01", "2020-09-30"),
+                         ("HND", None, "2020-01-01", "2020-12-31"),
+                         ("OLDSYM", "9", "2020-01-01", "2020-05-31"),
+                         ("NEWSYM", "9", "2020-06-01", "2020-12-31")],
+                        columns=["ticker", "cik", "first_seen", "last_seen"])
+    intervals, disagreements = reconcile(walk, seen)
+    assert stays(intervals) == [
+        ("AAA", "1", None, None),
+        ("BBB", None, None, T("2019-12-31")),  # no CIK is carried into a piece whose CIK is unknown
+        ("BBB", "2", T("2020-01-01"), T("2020-09-30")),
+        ("CCC", "3", T("2021-01-01"), None),
+        ("HND", None, None, T("2018-03-01")),  # two stays that touch are not joined
+        ("HND", None, T("2018-03-02"), None),
+        ("NEWSYM", "9", T("2020-06-01"), None),
+        ("OLDSYM", "9", None, T("2020-05-31"))]
+    assert rows(intervals[intervals["ticker"].isin(["AAA", "HND"])], ["ticker", "name", "sector"]) == [
+        ("AAA", "Aaa", "Energy"), ("HND", "Old holder", None), ("HND", "New holder", None)]
+    assert rows(disagreements, ["kind", "ticker", "first_day", "last_day"]) == [
+        ("observed_only", "BBB", T("2020-07-01"), T("2020-09-30")),
+        ("walk_only", "CCC", T("2020-01-02"), T("2020-12-31")),
+        ("walk_only", "NEWSYM", T("2020-01-01"), T("2020-05-31")),
+        ("relabelled", "OLDSYM", None, T("2019-12-31")),
+        ("observed_only", "OLDSYM", T("2020-01-01"), T("2020-05-31"))]
+    assert rows(symbol_history(intervals)[lambda h: h["security_id"] == "9"], ["ticker", "valid_from", "valid_to"]) \
+        == [("OLDSYM", None, T("2020-05-31")), ("NEWSYM", T("2020-06-01"), None)]
+
+
+def test_overlapping_observations_of_one_ticker_are_refused():
+    seen = pd.DataFrame([("AAA", "1", "2020-01-01", "2020-03-31"), ("AAA", "1", "2020-03-01", "2020-06-30")],
+                        columns=["ticker", "cik", "first_seen", "last_seen"])
+    with pytest.raises(ValueError, match="observations of AAA overlap on 2020-03-01"):
+        reconcile(pd.DataFrame(columns=["ticker", "cik", "name", "sector", "first_day", "last_day"]), seen)
+
+
 # --- real data: the 2024 page's walk ------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -457,6 +504,29 @@ def test_fb_to_meta_with_the_rename_row_from_fja05680(pages, shared_data):
     assert symbol_pieces(history, "1326801", "2012-01-01", "2024-10-01") == [
         ("FB", T("2013-12-23"), T("2022-06-08")), ("META", T("2022-06-09"), T("2024-10-01"))]
     assert history.loc[history["ticker"] == "META", "security_id"].tolist() == ["1326801"]
+
+
+def test_fb_to_meta_from_the_tools_own_observations(walk_2024):
+    """The tool saw FB until 2022-06-08 and META after; the walk alone had META since before 1997."""
+    intervals = walk_2024[0]
+    window_start, window_end = T("2022-01-01"), T(AS_OF_2024)
+    seen = []
+    for stay in intervals.itertuples(index=False):
+        first = window_start if pd.isna(stay.first_day) else max(window_start, stay.first_day)
+        last = window_end if pd.isna(stay.last_day) else min(window_end, stay.last_day)
+        if first <= last and stay.ticker != "META":
+            seen.append((stay.ticker, stay.cik, first, last))
+    seen += [("FB", "1326801", window_start, T("2022-06-08")), ("META", "1326801", T("2022-06-09"), window_end)]
+    reconciled, disagreements = reconcile(intervals, pd.DataFrame(seen, columns=["ticker", "cik", "first_seen",
+                                                                                 "last_seen"]))
+    assert rows(disagreements, ["kind", "ticker", "first_day", "last_day"]) == [
+        ("relabelled", "FB", None, T("2021-12-31")),
+        ("observed_only", "FB", T("2022-01-01"), T("2022-06-08")),
+        ("walk_only", "META", T("2022-01-01"), T("2022-06-08"))]
+    history = symbol_history(reconciled)
+    assert rows(history[history["security_id"] == "1326801"], ["ticker", "valid_from", "valid_to"]) == [
+        ("FB", None, T("2022-06-08")), ("META", T("2022-06-09"), None)]
+    assert len(reconciled) == len(intervals) + 1  # only the META stay became two
 
 
 # --- real data: agreement with fja05680 ---------------------------------------------------
