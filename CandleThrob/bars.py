@@ -38,9 +38,15 @@ def empty_bars() -> pd.DataFrame:
     return frame
 
 
+# Stamps outside these bounds are junk (pandas cannot even represent 1e20 ms): NaT.
+_FIRST_MS, _LAST_MS = 0.0, 4_102_444_800_000.0  # 1970-01-01 .. 2100-01-01
+
+
 def epoch_ms_to_session_date(ms: Iterable) -> pd.Series:
-    """Epoch milliseconds -> naive midnight datetimes of the New York date."""
-    stamps = pd.to_datetime(pd.Series(ms, dtype="float64"), unit="ms", utc=True)
+    """Epoch milliseconds -> naive midnight datetimes of the New York date (NaT for junk)."""
+    values = _numeric(list(ms))
+    values = np.where((values < _FIRST_MS) | (values > _LAST_MS), np.nan, values)
+    stamps = pd.to_datetime(pd.Series(values, dtype="float64"), unit="ms", utc=True)
     return stamps.dt.tz_convert(NEW_YORK).dt.tz_localize(None).dt.normalize().astype("datetime64[ns]")
 
 

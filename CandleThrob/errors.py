@@ -95,8 +95,17 @@ class SkippableError(CandleThrobError):
         self.status = status
 
 
+class HistoryWindowError(SkippableError):
+    """The key's plan does not reach that far back (HTTP 403 NOT_AUTHORIZED, "doesn't include this
+    data timeframe"): the free tier serves two years."""
+
+
 class UniverseError(SkippableError):
     """The S&P 500 constituents page cannot be used (the stored universe is used instead)."""
+
+
+class OutOfTimeError(CandleThrobError):
+    """MAX_PROCESSING_TIME was reached in the middle of a request chain: the run stops cleanly."""
 
 
 class InterruptedRun(CandleThrobError):

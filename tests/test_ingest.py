@@ -45,7 +45,9 @@ def test_backfill_stores_exactly_the_served_bars(database_url, market, server):
     want = expected(market, END, start="2022-03-16")
     assert result["tickers"] == 26
     assert result["rows_written"] == len(want) == 26 * 0 + len(want)
-    assert result["api_calls"] == 26 and result["range_calls"] == 26 and result["grouped_calls"] == 0
+    # plus the corporate-actions ledger: the splits and the dividends endpoints, once each
+    assert result["api_calls"] == 26 + 2 and result["range_calls"] == 26 and result["grouped_calls"] == 0
+    assert result["api_calls_by_endpoint"] == {"range": 26, "splits": 1, "dividends": 1}
     got = stored(database_url)
     pd.testing.assert_frame_equal(got, want, check_exact=True, check_dtype=False)
 
@@ -62,11 +64,15 @@ def test_second_run_makes_no_calls_and_a_later_end_fetches_only_new_sessions(dat
     mark = len(server.requests)
     later = ingest(database_url, server, "2024-03-19")  # two new sessions: 03-18 and 03-19
     assert sorted(c["path"] for c in data_calls(server, mark)) == [
+        "/v2/aggs/grouped/locale/us/market/stocks/2024-03-15",
         "/v2/aggs/grouped/locale/us/market/stocks/2024-03-18",
         "/v2/aggs/grouped/locale/us/market/stocks/2024-03-19"]
-    # plus one question for the splits executed since the last run
-    assert [c["path"] for c in api_calls(server, mark)].count("/v3/reference/splits") == 1
-    assert later["rows_written"] == 2 * 26
+    # plus the corporate actions since the last run, and 03-15 once more: its evening values may have changed
+    paths = [c["path"] for c in api_calls(server, mark)]
+    assert paths.count("/stocks/v1/splits") == 1 and paths.count("/stocks/v1/dividends") == 1
+    assert paths.count("/v2/aggs/grouped/locale/us/market/stocks/2024-03-15") == 1
+    assert later["rows_written"] == 3 * 26 and later["settled_sessions"] == ["2024-03-15"]
+    assert later["revised_bars"] == 0
     pd.testing.assert_frame_equal(stored(database_url), expected(market, "2024-03-19", start="2022-03-16"),
                                   check_dtype=False)
 
@@ -89,7 +95,7 @@ def test_lineage_and_run_rows(sqlite_url, server):
     rows = query(sqlite_url, "SELECT DISTINCT run_id, source FROM ticker_data")
     assert rows == [(result["run_id"], "range")]
     runs = query(sqlite_url, "SELECT run_id, status, rows_written, api_calls, tickers_total FROM ingestion_runs")
-    assert runs == [(result["run_id"], "success", result["rows_written"], 26, 26)]
+    assert runs == [(result["run_id"], "success", result["rows_written"], 28, 26)]
     audit = query(sqlite_url, "SELECT COUNT(*), SUM(bars_written), SUM(api_calls) FROM ingestion_audit")
     assert audit == [(26, result["rows_written"], 26)]
 

@@ -38,8 +38,10 @@ from CandleThrob.planning.coverage import merge_intervals
 from CandleThrob.warehouse.engine import create_db_engine
 from CandleThrob.errors import LockHeldError
 from CandleThrob.warehouse.lock import LockLostError, RunLock
-from CandleThrob.warehouse.schema import (ingestion_state, metadata, rejected_bars,
-                                          stock_splits, ticker_data, ticker_universe)
+from CandleThrob.warehouse.ledger import LedgerStore
+from CandleThrob.warehouse.schema import (ingestion_state, metadata, rejected_bars, ticker_data_raw,
+                                          ticker_universe)
+from CandleThrob.warehouse.views import drop_view_statements
 from CandleThrob.ingestion.pipeline import CompleteDataIngestion, RunOptions
 from CandleThrob.warehouse.storage import Warehouse
 from CandleThrob.testing.datagen import generate_market
@@ -78,20 +80,32 @@ def oracle_config() -> AdvancedBatchConfig:
 @pytest.fixture(scope="module")
 def engine():
     engine = create_db_engine(oracle_config())
-    ours = set(metadata.tables)
+    ours = set(metadata.tables) | {"alembic_version"}
     leftover = sorted(ours & set(inspect(engine).get_table_names()))
     if leftover:
         if os.environ.get("ORACLE_TEST_RESET") != "1":
             engine.dispose()
             pytest.fail(f"schema {engine.url.username} already has CandleThrob tables {leftover}; "
                         "use an empty schema, or set ORACLE_TEST_RESET=1 to drop them")
-        metadata.drop_all(engine)
+        drop_everything(engine)
     Warehouse(engine).create_schema()
     try:
         yield engine
     finally:
-        metadata.drop_all(engine)
+        drop_everything(engine)
         engine.dispose()
+
+
+def drop_everything(engine) -> None:
+    """Views, tables and the schema version: an empty schema again."""
+    with engine.begin() as conn:
+        names = set(inspect(conn).get_view_names())
+        for statement in drop_view_statements():
+            if statement.split()[-1] in names:
+                conn.exec_driver_sql(statement)
+    metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE alembic_version")
 
 
 @pytest.fixture
@@ -167,7 +181,7 @@ def test_bars_upsert_is_idempotent_and_exact(engine, wh):
     assert lineage["run_id"].tolist() == ["run-2"] * 4
     assert lineage["source"].tolist() == ["range", "grouped", "range", "range"]
     with engine.connect() as conn:
-        stamps = conn.execute(select(ticker_data.c.ingested_at).distinct()).scalars().all()
+        stamps = conn.execute(select(ticker_data_raw.c.ingested_at).distinct()).scalars().all()
     assert stamps == [INGESTED_AT]
 
 
@@ -197,15 +211,12 @@ def test_array_chunks_with_only_nulls_before_numbers(wh, monkeypatch):
     pd.testing.assert_frame_equal(stored_bars(wh), expected_bars(frame), check_exact=True)
 
 
-def test_replace_history_and_reads(wh):
+def test_reads(wh):
     with wh.transaction() as conn:
         wh.write_bars(conn, TRICKY, "run-1", INGESTED_AT)
-    restated = bars_frame([("AAPL", "2024-03-05", 85.125, 86.0, 84.75, 85.06, 190264801.0, NAN, NAN, "range")])
-    with wh.transaction() as conn:
-        assert wh.replace_history(conn, "AAPL", D(2024, 3, 1), D(2024, 3, 31), restated, "run-2") == (2, 1)
-    assert wh.stored_span("AAPL") == (D(2024, 3, 5), D(2024, 3, 5))
+    assert wh.stored_span("AAPL") == (D(2024, 3, 4), D(2024, 3, 5))
     assert wh.stored_span("NOPE") is None
-    assert wh.latest_closes() == {"AAPL": (pd.Timestamp("2024-03-05"), 85.06),
+    assert wh.latest_closes() == {"AAPL": (pd.Timestamp("2024-03-05"), 170.12),
                                   "BRK.A": (pd.Timestamp("2024-03-04"), 611000.99),
                                   "MSFT": (pd.Timestamp("2024-03-04"), 414.92)}
     assert wh.latest_closes()["MSFT"] == (pd.Timestamp("2024-03-04"), 414.92)
@@ -325,19 +336,23 @@ def test_universe_sync_add_remove_rejoin(wh):
     assert pd.isna(wh.universe().set_index("ticker").loc["SPY", "name"])  # NaN in, NULL stored
 
 
-def test_splits_recorded_once_and_marked_applied(engine, wh):
-    split = {"ticker": "NVDA", "execution_date": D(2024, 6, 10), "split_from": 1.0, "split_to": 10.0}
+def test_ledger_factors_and_adjusted_views(wh):
+    ledger = LedgerStore(wh)
+    split = {"event_id": "E1", "ticker": "MSFT", "execution_date": D(2024, 3, 5), "split_from": 1.0,
+             "split_to": 2.0, "adjustment_type": "forward_split", "vendor_factor": 0.5}
     with wh.transaction() as conn:
-        assert wh.record_splits(conn, [split, dict(split)]) == 1
-    with wh.transaction() as conn:
-        wh.record_splits(conn, [split])
-    assert wh.unapplied_splits() == [{"ticker": "NVDA", "execution_date": D(2024, 6, 10)}]
-    with wh.transaction() as conn:
-        wh.mark_split_applied(conn, "NVDA", "run-7")
-    assert wh.unapplied_splits() == []
-    assert wh.known_splits() == {"NVDA": {D(2024, 6, 10): 10.0}}
-    with engine.connect() as conn:
-        assert conn.execute(select(stock_splits.c.applied_run_id)).scalars().all() == ["run-7"]
+        wh.write_bars(conn, TRICKY, "run-1", INGESTED_AT)
+        ledger.record(conn, [split, dict(split)], [], "run-1")
+        spans = pd.DataFrame([("MSFT", D(1900, 1, 1), D(2024, 3, 4), 0.5, 0.25)],
+                             columns=["ticker", "valid_from", "valid_to", "split_factor", "total_factor"])
+        ledger.replace_factors(conn, ["MSFT"], spans, "run-1")
+    assert ledger.splits()["event_id"].tolist() == ["E1"]
+    msft = TRICKY[TRICKY["ticker"] == "MSFT"].iloc[0]
+    split_adjusted = wh.bars(["MSFT"], adjust="split").iloc[0]
+    total = wh.bars(["MSFT"], adjust="total").iloc[0]
+    assert split_adjusted["close"] == msft["close"] * 0.5 and split_adjusted["volume"] == msft["volume"] / 0.5
+    assert total["close"] == msft["close"] * 0.25 and total["volume"] == msft["volume"] / 0.5
+    assert wh.bars(["AAPL"], adjust="split")["close"].tolist() == TRICKY[TRICKY["ticker"] == "AAPL"]["close"].tolist()
 
 
 # ---- the run lock ---------------------------------------------------------------------------

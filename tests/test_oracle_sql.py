@@ -30,7 +30,7 @@ from CandleThrob.warehouse.engine import create_db_engine, database_url
 from CandleThrob.errors import LockHeldError
 from CandleThrob.warehouse.lock import RunLock
 from CandleThrob.warehouse.schema import (BAR_COLUMNS_DB, ingestion_audit, metadata,
-                                          rejected_bars, ticker_data, ticker_universe)
+                                          rejected_bars, ticker_data_raw, ticker_universe)
 from CandleThrob.warehouse.storage import Warehouse
 
 # Oracle Database SQL Language Reference, "Oracle SQL Reserved Words" (19c and 23ai).
@@ -47,7 +47,7 @@ VALIDATE VALUES VARCHAR VARCHAR2 VIEW WHENEVER WHERE WITH
 """.split())
 
 TICKER_DATA_DDL = """
-CREATE TABLE ticker_data (
+CREATE TABLE ticker_data_raw (
 \tticker VARCHAR2(16 CHAR) NOT NULL, 
 \ttrade_date DATE NOT NULL, 
 \topen_price NUMBER NOT NULL, 
@@ -60,7 +60,7 @@ CREATE TABLE ticker_data (
 \trun_id VARCHAR2(36 CHAR) NOT NULL, 
 \tsource VARCHAR2(16 CHAR) NOT NULL, 
 \tingested_at DATE NOT NULL, 
-\tCONSTRAINT pk_ticker_data PRIMARY KEY (ticker, trade_date)
+\tCONSTRAINT pk_ticker_data_raw PRIMARY KEY (ticker, trade_date)
 )
 
 """
@@ -88,7 +88,7 @@ CREATE TABLE rejected_bars (
 """
 
 MERGE_BARS_SQL = (
-    "MERGE INTO ticker_data t USING (SELECT :1 AS ticker, :2 AS trade_date, :3 AS open_price, "
+    "MERGE INTO ticker_data_raw t USING (SELECT :1 AS ticker, :2 AS trade_date, :3 AS open_price, "
     ":4 AS high_price, :5 AS low_price, :6 AS close_price, :7 AS volume, :8 AS vwap, "
     ":9 AS num_transactions, :10 AS run_id, :11 AS source, :12 AS ingested_at FROM dual) s "
     "ON (t.ticker = s.ticker AND t.trade_date = s.trade_date) "
@@ -138,7 +138,7 @@ def ddl(table) -> str:
 # ---- DDL --------------------------------------------------------------------------------
 
 def test_ticker_data_ddl_snapshot():
-    assert ddl(ticker_data) == TICKER_DATA_DDL
+    assert ddl(ticker_data_raw) == TICKER_DATA_DDL
 
 
 def test_rejected_bars_ddl_snapshot_has_identity_key():
@@ -171,9 +171,11 @@ def test_every_table_uses_number_date_varchar2_and_clob_only():
 
 def test_oracle_types_of_the_columns_that_matter():
     types = oracle_types()
-    assert types[("ticker_data", "close_price")] == "NUMBER"
-    assert types[("ticker_data", "trade_date")] == "DATE"
-    assert types[("ticker_data", "ingested_at")] == "DATE"
+    assert types[("ticker_data_raw", "close_price")] == "NUMBER"
+    assert types[("ticker_data_raw", "trade_date")] == "DATE"
+    assert types[("ticker_data_raw", "ingested_at")] == "DATE"
+    assert types[("adjustment_factors", "split_factor")] == "NUMBER"
+    assert types[("dividend_events", "cash_amount")] == "NUMBER"
     assert types[("ticker_universe", "active")] == "NUMBER(1)"
     assert types[("ingestion_runs", "parameters")] == "CLOB"
     assert types[("ingestion_audit", "flags")] == "CLOB"
@@ -523,14 +525,14 @@ def test_coverage_is_locked_before_it_is_read(warehouse, driver):
 def test_oracle_dates_come_back_as_dates(warehouse, driver):
     # Oracle DATE carries a time, and the driver returns datetime for it.
     conn_ = driver["connections"][0]
-    conn_.replies["SELECT min(ticker_data.trade_date)"] = [(dt.datetime(2024, 3, 4), dt.datetime(2024, 3, 5))]
-    conn_.replies["JOIN (SELECT ticker_data.ticker"] = [("AAPL", dt.datetime(2024, 3, 5), 170.12)]
+    conn_.replies["SELECT min(ticker_data_raw.trade_date)"] = [(dt.datetime(2024, 3, 4), dt.datetime(2024, 3, 5))]
+    conn_.replies["JOIN (SELECT ticker_data_raw.ticker"] = [("AAPL", dt.datetime(2024, 3, 5), 170.12)]
     assert warehouse.stored_span("AAPL") == (dt.date(2024, 3, 4), dt.date(2024, 3, 5))
     assert warehouse.latest_closes() == {"AAPL": (pd.Timestamp("2024-03-05"), 170.12)}
     span_sql = statements(driver, "execute")[0][1]
-    assert " ".join(span_sql.split()) == ("SELECT min(ticker_data.trade_date) AS min_1, "
-                                          "max(ticker_data.trade_date) AS max_1 FROM ticker_data "
-                                          "WHERE ticker_data.ticker = :ticker_1")
+    assert " ".join(span_sql.split()) == ("SELECT min(ticker_data_raw.trade_date) AS min_1, "
+                                          "max(ticker_data_raw.trade_date) AS max_1 FROM ticker_data_raw "
+                                          "WHERE ticker_data_raw.ticker = :ticker_1")
 
 
 def test_run_lock_conflict_arrives_as_integrity_error(warehouse, driver):

@@ -5,7 +5,6 @@ import random
 import threading
 
 import pytest
-import requests
 import sqlalchemy
 import sqlalchemy.exc
 import urllib3.exceptions
@@ -64,10 +63,16 @@ def wrapped_from_none(exc, original):
         return raised
 
 
+class HTTPStatusError(Exception):
+    """What HTTP libraries raise for an error status: the status travels on ``response``."""
+
+    def __init__(self, status):
+        super().__init__(f"HTTP {status}")
+        self.response = type("Response", (), {"status_code": status})()
+
+
 def http_error(status):
-    response = requests.Response()
-    response.status_code = status
-    return requests.HTTPError(response=response)
+    return HTTPStatusError(status)
 
 
 def db_error(cls):
@@ -89,8 +94,7 @@ def db_error(cls):
     (urllib3.exceptions.ConnectTimeoutError(), NET, RETRY),
     (urllib3.exceptions.NewConnectionError(None, "refused"), NET, RETRY),
     (urllib3.exceptions.MaxRetryError(None, "/v2"), NET, RETRY),
-    (requests.ConnectionError(), NET, RETRY),
-    (requests.Timeout(), NET, RETRY),
+    (urllib3.exceptions.IncompleteRead(10, 20), NET, RETRY),
     (json.JSONDecodeError("Expecting value", "{", 1), DATA, RETRY),
     (http_error(503), API, RETRY),
     (http_error(429), API, RETRY),

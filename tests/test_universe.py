@@ -8,11 +8,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import requests
 
 from CandleThrob import __version__
 from CandleThrob.config import MIN_SP500_SYMBOLS
 from CandleThrob.errors import InvalidTickerError, UniverseError
+from CandleThrob.source.http import HttpGuard
 from CandleThrob.universe.constituents import (
     USER_AGENT, fetch_constituents, get_sp500_tickers, parse_constituents_html,
 )
@@ -241,12 +241,11 @@ def test_url_defaults_to_sp500_url_from_the_environment(server, monkeypatch):
     assert get_sp500_tickers() == symbols
 
 
-def test_an_injected_session_is_used_and_keeps_the_user_agent(server):
+def test_an_injected_http_client_is_used(server):
     _Handler.routes["/list"] = (200, constituents_page(["AAPL", "MSFT"]).encode())
-    with requests.Session() as session:
-        session.headers["User-Agent"] = "something-else"
-        assert get_sp500_tickers(server + "/list", session=session, min_symbols=2) == ["AAPL", "MSFT"]
-    assert _Handler.user_agents == [USER_AGENT]
+    guard = HttpGuard(timeout=5, max_bytes=2**20, headers={"User-Agent": "something-else"})
+    assert get_sp500_tickers(server + "/list", http=guard, min_symbols=2) == ["AAPL", "MSFT"]
+    assert _Handler.user_agents == ["something-else"]
 
 
 def test_too_few_symbols_is_refused(server):
@@ -272,7 +271,7 @@ def test_unparseable_page_is_a_universe_error(server):
 def test_timeout_is_a_universe_error(server):
     _Handler.routes["/slow"] = (200, constituents_page(["AAPL"]).encode())
     with pytest.raises(UniverseError, match="cannot fetch"):
-        get_sp500_tickers(server + "/slow", timeout=(1, 0.2))
+        get_sp500_tickers(server + "/slow", timeout=0.3)
 
 
 def test_connection_refused_is_a_universe_error():
@@ -281,4 +280,4 @@ def test_connection_refused_is_a_universe_error():
     port = probe.server_address[1]
     probe.server_close()
     with pytest.raises(UniverseError, match=f"cannot fetch .* from http://127.0.0.1:{port}/"):
-        get_sp500_tickers(f"http://127.0.0.1:{port}/", timeout=(1, 1))
+        get_sp500_tickers(f"http://127.0.0.1:{port}/", timeout=1)

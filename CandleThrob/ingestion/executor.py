@@ -19,11 +19,13 @@ import pandas as pd
 from CandleThrob.bars import concat_bars
 from CandleThrob.clock import Clock
 from CandleThrob.config import AdvancedBatchConfig
-from CandleThrob.errors import FatalError, InterruptedRun, RetriableError, SkippableError
+from CandleThrob.errors import FatalError, InterruptedRun, OutOfTimeError, RetriableError, SkippableError
+from CandleThrob.ingestion.answers import gaps_and_fills, read_answers, revisions
 from CandleThrob.ingestion.state import CallResult, RunState
 from CandleThrob.ingestion.writer import BatchWriter, Write, with_source
 from CandleThrob.planning.planner import GroupedCall, Plan, RangeCall
-from CandleThrob.quality.validator import DataQualityValidator
+from CandleThrob.planning.stage import PlannedRun
+from CandleThrob.quality.validator import DataQualityValidator, QualityResult
 from CandleThrob.reporting.monitor import MemoryBudget
 from CandleThrob.reporting.progress import Progress
 from CandleThrob.source.polygon import PolygonSource
@@ -42,7 +44,7 @@ Batch = list  # of GroupedCall or of RangeCall
 class BatchExecutor:
     def __init__(self, config: AdvancedBatchConfig, source: Callable[[], PolygonSource], warehouse: Warehouse,
                  writer: BatchWriter, validator: DataQualityValidator, clock: Clock,
-                 stop_event: threading.Event, check_stop: Callable[[], None]):
+                 stop_event: threading.Event, check_stop: Callable[[], None], memory_budget: MemoryBudget):
         self.config = config
         self.source = source  # built on first use: a run with nothing to fetch needs no key check
         self.warehouse = warehouse
@@ -51,20 +53,18 @@ class BatchExecutor:
         self.clock = clock
         self.stop_event = stop_event
         self.check_stop = check_stop
-        self.memory_budget = MemoryBudget(config.max_memory_usage)
+        self.memory_budget = memory_budget
 
-    def run(self, state: RunState, plan: Plan, missing: dict[str, pd.DatetimeIndex],
-            splits: dict[str, set], progress: bool) -> set[str]:
-        """Fetch and store every call of ``plan``; returns the split suspects (see ``store``)."""
+    def run(self, state: RunState, planned: PlannedRun, splits: dict[str, set], progress: Progress) -> None:
+        """Fetch and store every call of the plan."""
+        plan = planned.plan
         total = plan.calls
         size = self.config.batch_size
         batches = [plan.grouped[i:i + size] for i in range(0, len(plan.grouped), size)] \
             + [plan.ranges[i:i + size] for i in range(0, len(plan.ranges), size)]
-        wanted_on = _wanted_on(plan, missing)
+        wanted_on = _wanted_on(plan, planned.missing)
         typical = int(self.warehouse.get_state(GROUPED_TYPICAL) or 0)
         previous = self.warehouse.latest_closes()
-        bar = Progress(total=total, enabled=progress)
-        suspects: set[str] = set()
         done = 0
         ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch-ahead")
         pending: Optional[Future] = None
@@ -72,8 +72,8 @@ class BatchExecutor:
             for index, batch in enumerate(batches):
                 if pending is None:
                     if self.out_of_budget(state, total - done):
-                        return suspects
-                    pending = ahead.submit(self.fetch, batch, typical)
+                        return
+                    pending = ahead.submit(self.fetch, batch, typical, progress)
                 results, failure = pending.result()
                 pending = None
                 # A normal session's size follows the market (listings come and go), so
@@ -82,16 +82,18 @@ class BatchExecutor:
                 typical = sizes[len(sizes) // 2] if sizes else typical
                 if failure is None and index + 1 < len(batches) and not self.stop_event.is_set() \
                         and not self.out_of_budget(state, total - done - len(results)):
-                    pending = ahead.submit(self.fetch, batches[index + 1], typical)
-                suspects |= self.store(state, results, wanted_on, previous, splits, typical,
-                                       grouped=isinstance(batch[0], GroupedCall))
+                    pending = ahead.submit(self.fetch, batches[index + 1], typical, progress)
+                self.store(state, planned, results, wanted_on, previous, splits, typical,
+                           grouped=isinstance(batch[0], GroupedCall))
                 done += len(results)
-                bar.update(len(results), bars=sum(len(r.bars) for r in results if r.bars is not None),
-                           api_calls=self.source().stats().total)
+                progress.stored(state.totals()["rows_written"])
+                if isinstance(failure, OutOfTimeError):
+                    self._stop_for_time(state, total - done)
+                    return
                 if failure is not None:
                     raise failure
                 if state.stopped:
-                    return suspects
+                    return
                 self.check_stop()
         except InterruptedRun:
             state.remaining_calls = total - done
@@ -100,16 +102,18 @@ class BatchExecutor:
             if pending is not None:  # leaving on an error: cut the fetch ahead short
                 self.stop_event.set()
             ahead.shutdown(wait=True)
-            bar.close()
-        return suspects
+
+    def _stop_for_time(self, state: RunState, remaining: int) -> None:
+        state.stopped, state.remaining_calls = "max_processing_time", remaining
+        log.warning("MAX_PROCESSING_TIME (%.0f s) reached: %d calls left for the next run",
+                    self.config.max_processing_time, remaining)
 
     def out_of_budget(self, state: RunState, remaining: int) -> bool:
         """MAX_PROCESSING_TIME or MAX_MEMORY_USAGE reached: record it and say stop."""
         if self.clock.monotonic() - state.started >= self.config.max_processing_time:
-            state.stopped = "max_processing_time"
-            log.warning("MAX_PROCESSING_TIME (%.0f s) reached: %d calls left for the next run",
-                        self.config.max_processing_time, remaining)
-        elif self.memory_budget.exceeded():
+            self._stop_for_time(state, remaining)
+            return True
+        if self.memory_budget.exceeded():
             state.stopped = "max_memory_usage"
             log.warning("memory at %.0f MB, near MAX_MEMORY_USAGE (%.0f MB): stopping with %d calls left",
                         self.memory_budget.rss_mb(), self.config.max_memory_usage, remaining)
@@ -118,7 +122,8 @@ class BatchExecutor:
         state.remaining_calls = remaining
         return True
 
-    def fetch(self, batch: Batch, typical: int) -> tuple[list[CallResult], Optional[BaseException]]:
+    def fetch(self, batch: Batch, typical: int, progress: Progress
+              ) -> tuple[list[CallResult], Optional[BaseException]]:
         """Make a batch's calls, concurrently when allowed. Returns the completed
         calls and what cut the batch short, if anything: a fatal error in one
         worker, or a stop request, ends the others before their next request."""
@@ -134,8 +139,10 @@ class BatchExecutor:
                     bars = source.fetch_grouped(call.session.date(), min_tickers=min_tickers)
                 else:
                     bars = source.fetch_range(call.ticker, call.start.date(), call.end.date())
+                progress.called(source.stats().total)
                 return CallResult(call, bars=bars, seconds=self.clock.monotonic() - began)
             except (SkippableError, RetriableError) as exc:
+                progress.called(source.stats().total)
                 return CallResult(call, error=exc, seconds=self.clock.monotonic() - began)
             except FatalError as exc:
                 fatal.append(exc)
@@ -148,7 +155,7 @@ class BatchExecutor:
             for call in batch:
                 try:
                     results.append(one(call))
-                except (FatalError, InterruptedRun) as exc:
+                except (FatalError, InterruptedRun, OutOfTimeError) as exc:
                     return results, exc
             return results, None
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
@@ -165,72 +172,59 @@ class BatchExecutor:
         results = [f.result() for f in completed if f.exception() is None]
         return results, (fatal[0] if fatal else failures[0] if failures else None)
 
-    def store(self, state: RunState, results: list[CallResult], wanted_on: dict, previous: dict,
-              splits: dict, typical: int, grouped: bool) -> set[str]:
-        """Validate and write one batch; returns the tickers whose first new bar sits at
-        a split-like ratio to their stored close."""
-        frames, write = [], Write()
-        for result in results:
-            if isinstance(result.call, GroupedCall):
-                frames += self._grouped_answer(state, result, wanted_on.get(result.call.session, set()), write)
-            else:
-                frames += self._range_answer(state, result, write)
-        bars = with_source(concat_bars(frames))
+    def store(self, state: RunState, planned: PlannedRun, results: list[CallResult], wanted_on: dict,
+              previous: dict, splits: dict, typical: int, grouped: bool) -> None:
+        """Validate and write one batch."""
+        answers = read_answers(state, results, wanted_on, planned.missing)
+        bars = with_source(concat_bars(answers.frames))
         check = self.validator.check(bars, end=state.end, splits=splits, previous_close=previous, gaps=not grouped)
         quarantined = check.quarantine_low_scores()
         for ticker in quarantined:
-            write.coverage.pop(ticker, None)  # asked again next run: the vendor may have fixed it
+            answers.coverage.pop(ticker, None)  # asked again next run: the vendor may have fixed it
+        gaps, filled = gaps_and_fills(answers, check.accepted, check.rejected)
+        write = Write(coverage=answers.coverage, touched=answers.touched, gaps=gaps, filled=filled)
         write.touched |= state.record_check(check, quarantined, bars, self.config.min_data_quality_score)
+        write.touched |= self._revisions(state, planned.settle, check.accepted)
+        self._flag_split_like(state, check, previous)
         if typical:
             write.also = [lambda conn: self.warehouse.set_state(conn, GROUPED_TYPICAL, str(typical))]
         written = self.writer.commit(state, check, write)
-        # Only a jump from the *stored* basis says the stored history may be stale.
-        suspects = {t for t, q in check.tickers.items() if t in previous and q.split_like_moves
-                    and q.split_like_moves[0][0] == q.first_date}
+        # Sessions stored on their own evening: the planner's settle window asks them again later.
+        recent = check.accepted["trade_date"][check.accepted["trade_date"] >= state.end - pd.Timedelta(days=31)]
+        state.fetched_sessions |= set(recent.dt.date.unique())
         if written:
             last = check.accepted.sort_values("trade_date").groupby("ticker").tail(1)
             for ticker, day, close in zip(last["ticker"], last["trade_date"], last["close"]):
                 if ticker not in previous or previous[ticker][0] < day:
                     previous[ticker] = (day, float(close))
-        return suspects
+
+    def _revisions(self, state: RunState, settle: frozenset, accepted: pd.DataFrame) -> set[str]:
+        """Bars of sessions asked again to settle them, compared with what was stored."""
+        days = sorted(settle & set(accepted["trade_date"].dt.date))
+        touched: set[str] = set()
+        for day in days:
+            fresh = accepted[accepted["trade_date"].dt.date == day]
+            stored = self.warehouse.bars(sorted(set(fresh["ticker"])), day, day, adjust="none")
+            for item in revisions(stored, fresh):
+                state.outcome(item["ticker"]).flag("revised", [item])
+                state.revised += 1
+                touched.add(item["ticker"])
+            state.settled.add(day)
+        if touched:
+            log.info("%d bars revised by the vendor since they were stored (settle window); applied",
+                     sum(len(state.outcomes[t].flags.get("revised", [])) for t in touched))
+        return touched
 
     @staticmethod
-    def _grouped_answer(state: RunState, result: CallResult, wanted: set[str], write: Write) -> list[pd.DataFrame]:
-        day = result.call.session.date()
-        if result.error is not None:
-            for ticker in wanted & state.outcomes.keys():
-                state.outcomes[ticker].flag("grouped_days_failed", [str(day)])
-                write.touched.add(ticker)
-            state.failed_days.append(str(day))
-            log.error("grouped day %s failed: %s", day, result.error)
-            return []
-        bars = result.bars[result.bars["ticker"].isin(wanted)]
-        for ticker in sorted(wanted - set(bars["ticker"])):
-            if ticker in state.outcomes:
-                state.outcomes[ticker].flag("absent_from_grouped_day", [str(day)])
-                write.touched.add(ticker)
-        for ticker in wanted:
-            write.coverage.setdefault(ticker, []).append((day, day))
-        return [bars.assign(source="grouped")]
-
-    @staticmethod
-    def _range_answer(state: RunState, result: CallResult, write: Write) -> list[pd.DataFrame]:
-        call = result.call
-        outcome = state.outcome(call.ticker)
-        outcome.api_calls += 1
-        outcome.duration_s += result.seconds
-        write.touched.add(call.ticker)
-        if result.error is not None:
-            outcome.status = "failed"
-            outcome.error = str(result.error)
-            log.error("%s: %s", call.ticker, result.error)
-            return []
-        if result.bars.empty:
-            outcome.flags["no_data"] = f"{call.start.date()}..{call.end.date()}"
-            log.warning("%s: the source has no bars from %s to %s (not listed then, or an unknown "
-                        "symbol)", call.ticker, call.start.date(), call.end.date())
-        write.coverage.setdefault(call.ticker, []).append((call.start.date(), call.end.date()))
-        return [result.bars.assign(source="range")]
+    def _flag_split_like(state: RunState, check: QualityResult, previous: dict) -> None:
+        """A first new bar at a split-like ratio to the stored close, with no split in the
+        ledger: the ledger may have missed a split. Raw bars are as traded, so it is flagged
+        for a person to look at, not restated."""
+        for ticker, quality in check.tickers.items():
+            if ticker in previous and quality.split_like_moves and quality.split_like_moves[0][0] == quality.first_date:
+                state.outcome(ticker).flag("split_like_move_without_split", [str(quality.first_date.date())])
+                log.warning("%s: a split-like move on %s and no split in the ledger", ticker,
+                            quality.first_date.date())
 
 
 def _wanted_on(plan: Plan, missing: dict[str, pd.DatetimeIndex]) -> dict[pd.Timestamp, set[str]]:

@@ -1,4 +1,4 @@
-"""The orchestrator: universe -> coverage -> plan -> fetch -> validate -> store -> report.
+"""The orchestrator: universe -> coverage -> plan -> corporate actions -> fetch -> validate -> store -> report.
 
 ``CompleteDataIngestion`` only wires the stages, top to bottom, and tags a
 failure with the stage it came from. Clock, calendar, source, warehouse and
@@ -19,27 +19,32 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import pandas as pd
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from CandleThrob import __version__
+from CandleThrob.actions import upgrade
+from CandleThrob.actions.stage import LedgerPlan, LedgerStage
 from CandleThrob.clock import Clock, as_clock
 from CandleThrob.config import AdvancedBatchConfig
-from CandleThrob.errors import CandleThrobError, DatabaseUnavailableError, FatalError, InterruptedRun
+from CandleThrob.errors import (CandleThrobError, ConfigError, DatabaseUnavailableError, FatalError,
+                                InterruptedRun, OutOfTimeError)
 from CandleThrob.ingestion.executor import BatchExecutor
-from CandleThrob.ingestion.splits import SplitPolicy
 from CandleThrob.ingestion.state import RunState
+from CandleThrob.ingestion.verify import verify_adjustments
 from CandleThrob.ingestion.writer import BatchWriter
 from CandleThrob.logs import set_run_context
-from CandleThrob.planning.stage import CallPlanner, PlannedRun
+from CandleThrob.planning.stage import YOUNG_SESSIONS, CallPlanner, PlannedRun
 from CandleThrob.planning.trading_calendar import TradingCalendar
-from CandleThrob.planning.window import resolve_end
+from CandleThrob.planning.window import history_floor, learn_history_window, resolve_end, validate_start
 from CandleThrob.quality.validator import DataQualityValidator
-from CandleThrob.reporting.monitor import PerformanceMonitor
+from CandleThrob.reporting.monitor import MemoryBudget, PerformanceMonitor
+from CandleThrob.reporting.progress import Progress
 from CandleThrob.reporting.report import plan_result, run_result
 from CandleThrob.source.polygon import PolygonSource, SourceStats
 from CandleThrob.universe.constituents import fetch_constituents
 from CandleThrob.universe.stage import UniverseStage
 from CandleThrob.warehouse.engine import create_db_engine
+from CandleThrob.warehouse.gaps import GapStore
 from CandleThrob.warehouse.lock import RunLock
 from CandleThrob.warehouse.storage import Warehouse
 
@@ -56,6 +61,17 @@ class RunOptions:
     shard: Optional[tuple[int, int]] = None  # (k, n), 1-based
     verify_adjustments: bool = False
     progress: bool = False
+    run_id: Optional[str] = None  # the CLI makes one first, so that its first log line carries it
+
+
+@dataclass(frozen=True)
+class Work:
+    """Everything planned before the lock: the calls and the ledger's."""
+
+    planned: PlannedRun
+    ledger: LedgerPlan
+    legacy: dict  # ticker -> first date, of a first-release warehouse still to upgrade
+    universe_refused: Optional[str]
 
 
 @contextlib.contextmanager
@@ -66,8 +82,9 @@ def stage(name: str) -> Iterator[None]:
     except CandleThrobError as exc:
         exc.stage = exc.stage or name
         raise
-    except (OperationalError, InterfaceError) as exc:
-        failure = DatabaseUnavailableError(f"the database failed during the run: {exc.orig}")
+    except (DBAPIError, OSError) as exc:
+        detail = exc.orig if isinstance(exc, DBAPIError) else exc
+        failure = DatabaseUnavailableError(f"the database failed during the run: {detail}")
         failure.stage = name
         raise failure from None
 
@@ -80,7 +97,8 @@ class CompleteDataIngestion:
                  calendar: Optional[TradingCalendar] = None,
                  clock: Union[Clock, Callable[[], dt.datetime], None] = None,
                  universe_fetcher: Optional[Callable[[], pd.DataFrame]] = None,
-                 stop_event: Optional[threading.Event] = None):
+                 stop_event: Optional[threading.Event] = None, heartbeat_seconds: float = 60.0,
+                 memory_budget: Optional[MemoryBudget] = None):
         self.config = config or AdvancedBatchConfig()
         self.clock = as_clock(clock)
         self.calendar = calendar or TradingCalendar(clock=self.clock)
@@ -91,8 +109,11 @@ class CompleteDataIngestion:
         self._warehouse = warehouse
         self._source = source
         self._build_lock = threading.Lock()
-        self.universe_fetcher = universe_fetcher or (
-            lambda: fetch_constituents(self.config.sp500_url, min_symbols=self.config.min_sp500_symbols))
+        self._started = self.clock.monotonic()
+        self.heartbeat_seconds = heartbeat_seconds
+        self.memory_budget = memory_budget or MemoryBudget(self.config.max_memory_usage)
+        self.universe_fetcher = universe_fetcher or (lambda: fetch_constituents(
+            self.config.sp500_url, timeout=self.config.request_timeout, min_symbols=self.config.min_sp500_symbols))
 
     # ---- injected collaborators, built on first use --------------------------------
     @property
@@ -108,21 +129,41 @@ class CompleteDataIngestion:
         # Worker threads ask for it too: build exactly one (one limiter per process).
         with self._build_lock:
             if self._source is None:
-                self._source = PolygonSource.from_config(self.config, sleep=self._sleep)
+                self._source = PolygonSource.from_config(self.config, sleep=self._sleep, on_abort=self._interrupted,
+                                                         check_budget=self._check_time)
             return self._source
 
     def _sleep(self, seconds: float) -> None:
         """Waits that a stop request cuts short (a rate-limit pause can be a minute)."""
         if self.stop_event.wait(seconds):
-            raise InterruptedRun(self.stop_signal or 15)
+            raise self._interrupted()
+
+    def _interrupted(self) -> InterruptedRun:
+        return InterruptedRun(self.stop_signal or 15)
 
     def request_stop(self, signum: int) -> None:
+        """From a signal handler: stop waiting, and cut every request in flight."""
         self.stop_signal = signum
         self.stop_event.set()
+        if self._source is not None:
+            self._source.http.abort_all()
 
     def _check_stop(self) -> None:
         if self.stop_event.is_set():
-            raise InterruptedRun(self.stop_signal or 15)
+            raise self._interrupted()
+
+    def _check_memory_budget(self) -> None:
+        """A budget the process exceeds before it fetches anything could only ever stop the run."""
+        if self.memory_budget.exceeded():
+            raise ConfigError(
+                f"MAX_MEMORY_USAGE={self.config.max_memory_usage:g} is not allowed: expected more than "
+                f"{self.memory_budget.rss_mb() / self.memory_budget.threshold:.0f} MB; the process already uses "
+                f"{self.memory_budget.rss_mb():.0f} MB before fetching anything, and stops at "
+                f"{self.memory_budget.threshold:.0%} of the budget.")
+
+    def _check_time(self) -> None:
+        if self.clock.monotonic() - self._started >= self.config.max_processing_time:
+            raise OutOfTimeError(f"MAX_PROCESSING_TIME ({self.config.max_processing_time:.0f} s) reached")
 
     # ---- the seed's public API -------------------------------------------------------
     def update_ticker_data(self, ticker: str) -> bool:
@@ -142,37 +183,61 @@ class CompleteDataIngestion:
         options = options or RunOptions()
         self.stop_event.clear()
         self.stop_signal = None
-        started = self.clock.monotonic()
+        if self._source is not None:
+            self._source.http.resume()
+        self._started = self.clock.monotonic()
         with stage("window"):
+            self._check_memory_budget()
             end = resolve_end(options.end, self.calendar, self.clock)
+            validate_start(options.start, self.config.history_start, end)
         with stage("universe"):
-            universe = UniverseStage(self.warehouse, self.universe_fetcher, self.clock).resolve(
+            universe = UniverseStage(self.warehouse, self.universe_fetcher, self.clock,
+                                     max_symbols=self.config.max_sp500_symbols,
+                                     max_changes=self.config.max_universe_changes).resolve(
                 options.tickers, record=not options.plan_only)
         with stage("plan"):
-            planned = self._plan(universe, end, options)
+            work = self._plan(universe.tickers, end, options, universe.refused)
         if options.plan_only:
-            return plan_result(planned.plan, end, len(planned.tickers), self.config.rate_limit_seconds)
+            verify_calls = len(work.planned.tickers) if options.verify_adjustments else 0
+            return plan_result(work, end, self.config.rate_limit_seconds, verify_calls)
 
-        state = RunState(run_id=str(uuid.uuid4()), end=end, tickers=planned.tickers, started=started)
+        state = RunState(run_id=options.run_id or str(uuid.uuid4()), end=end, tickers=work.planned.tickers,
+                         started=self._started, universe_refused=universe.refused,
+                         verify_calls=len(work.planned.tickers) if options.verify_adjustments else 0)
         set_run_context(state.run_id, self.config.secrets())
         lock = RunLock(self.warehouse, state.run_id,
                        name=f"shard-{options.shard[0]}-of-{options.shard[1]}" if options.shard else "main")
         with stage("lock"):
             lock.acquire()
-        lock.start_heartbeat()
+        lock.start_heartbeat(self.heartbeat_seconds)
         try:
             self._record_start(state, options)
-            log.info("run started: %d tickers through %s; %d calls planned (%d grouped, %d range) for %d "
-                     "missing cells", len(state.tickers), end.date(), planned.plan.calls, len(planned.plan.grouped),
-                     len(planned.plan.ranges), planned.plan.missing_cells)
-            self._run_stages(state, planned, universe, options, lock)
+            log.info("run started: %d tickers through %s; %d calls planned (%d grouped, %d range, %d corporate "
+                     "actions) for %d missing cells", len(state.tickers), end.date(), work.planned.plan.calls,
+                     len(work.planned.plan.grouped), len(work.planned.plan.ranges), len(work.ledger.calls),
+                     work.planned.plan.missing_cells)
+            self._run_stages(state, work, universe.tickers, options, lock)
         finally:
             lock.release()
-        return self._finish(state, planned)
+        return self._finish(state, work)
 
-    def _plan(self, universe: Sequence[str], end: pd.Timestamp, options: RunOptions) -> PlannedRun:
-        return CallPlanner(self.warehouse, self.calendar, self.config.history_start).plan(
-            universe, end, start=options.start, full_refresh=options.full_refresh, shard=options.shard)
+    def _plan(self, universe: Sequence[str], end: pd.Timestamp, options: RunOptions,
+              refused: Optional[str]) -> Work:
+        floor = history_floor(self.config.history_years, self.warehouse, self.clock)
+        planner = CallPlanner(self.warehouse, self.calendar, self._gaps(), self.config.history_start,
+                              self.config.settle_sessions)
+        planned = planner.plan(universe, end, start=options.start, full_refresh=options.full_refresh,
+                               shard=options.shard, floor=floor)
+        legacy = upgrade.legacy_starts(self.warehouse)
+        ledger_plan = LedgerPlan()
+        if not options.verify_adjustments and (options.shard is None or options.shard[0] == 1):
+            starts = {**planned.starts, **{t: min(d, planned.starts.get(t, d)) for t, d in legacy.items()}}
+            ledger_plan = LedgerStage(lambda: self.source, self.warehouse, None).plan(
+                starts, end, has_work=bool(planned.plan.calls or legacy), unfiltered=self.config.universe == "all")
+        return Work(planned, ledger_plan, legacy, refused)
+
+    def _gaps(self) -> GapStore:
+        return GapStore(self.warehouse, self.calendar, self.config.max_cell_retries)
 
     def _record_start(self, state: RunState, options: RunOptions) -> None:
         self.warehouse.start_run({
@@ -184,31 +249,28 @@ class CompleteDataIngestion:
                                      default=str),
             "version": __version__})
 
-    def _run_stages(self, state: RunState, planned: PlannedRun, universe: Sequence[str], options: RunOptions,
+    def _run_stages(self, state: RunState, work: Work, universe: Sequence[str], options: RunOptions,
                     lock: RunLock) -> None:
-        writer = BatchWriter(self.warehouse, lock, self.calendar, audit=self.config.enable_audit_trail,
+        writer = BatchWriter(self.warehouse, lock, self.calendar, self._gaps(), audit=self.config.enable_audit_trail,
                              run_totals=lambda: {**state.totals(), "api_calls": self._stats().total})
-        splits = SplitPolicy(lambda: self.source, self.warehouse, writer, self.validator, self.clock, self._check_stop)
-        executor = BatchExecutor(self.config, lambda: self.source, self.warehouse, writer, self.validator,
-                                 self.clock, self.stop_event, self._check_stop)
+        ledger = LedgerStage(lambda: self.source, self.warehouse, lock)
         try:
             with self.performance_monitor.monitor_operation("complete_ingestion"):
                 if options.verify_adjustments:
                     with stage("verify"):
-                        splits.verify(state, planned.tickers)
+                        verify_adjustments(state, work.planned.tickers, lambda: self.source, self.warehouse,
+                                           self._check_stop)
                 else:
-                    if planned.plan.calls and (options.shard is None or options.shard[0] == 1):
-                        with stage("splits"):
-                            splits.apply_new(state, universe)
-                        if state.restated:  # refetched through ``end``: replan without them
-                            with stage("plan"):
-                                planned = self._plan(universe, state.end, options)
+                    with stage("corporate actions"):
+                        changed = ledger.run(state, work.ledger)
+                    if work.legacy and not state.actions_feed_error:
+                        with stage("upgrade"):
+                            upgrade.convert(self.warehouse, lock, sorted(work.legacy))
+                            changed |= set(work.legacy)
                     with stage("fetch"):
-                        suspects = executor.run(state, planned.plan, planned.missing, splits.split_dates(),
-                                                options.progress)
-                    if not state.stopped:
-                        with stage("splits"):
-                            splits.recheck(state, suspects)
+                        self._fetch(state, work, universe, options, writer, ledger)
+                    with stage("corporate actions"):
+                        ledger.refresh_factors(state, changed | ledger.touched_by_bars(state))
                 self._check_stop()  # a signal during a run with nothing to fetch still counts
         except InterruptedRun as exc:
             state.fail("interrupted", str(exc), exc.exit_code, exc.stage)
@@ -218,22 +280,50 @@ class CompleteDataIngestion:
             state.fail("failed", str(exc), exc.exit_code, exc.stage)
         except Exception as exc:  # an unforeseen bug: record it, then let it surface
             state.fail("failed", f"{exc.__class__.__name__}: {exc}", 1, None)
-            self._finish(state, planned)
+            self._finish(state, work)
             raise
+
+    def _fetch(self, state: RunState, work: Work, universe: Sequence[str], options: RunOptions,
+               writer: BatchWriter, ledger: LedgerStage) -> None:
+        """Fetch the plan; if the key's history window refused calls the run did not know
+        about, learn the window and fetch what is reachable of the same cells."""
+        executor = BatchExecutor(self.config, lambda: self.source, self.warehouse, writer, self.validator,
+                                 self.clock, self.stop_event, self._check_stop, self.memory_budget)
+        planned = work.planned
+        progress = Progress(total=planned.plan.calls, enabled=options.progress,
+                            seconds_per_call=self.config.rate_limit_seconds)
+        try:
+            executor.run(state, planned, ledger.split_dates(), progress)
+            if state.window_refusals and planned.floor is None and not state.stopped:
+                floor = learn_history_window(self.warehouse, self.clock)
+                planned = CallPlanner(self.warehouse, self.calendar, self._gaps(), self.config.history_start,
+                                      self.config.settle_sessions).plan(
+                    universe, state.end, start=options.start, full_refresh=options.full_refresh,
+                    shard=options.shard, floor=floor)
+                state.unreachable = planned.unreachable
+                executor.run(state, planned, ledger.split_dates(), progress)
+        finally:
+            progress.close()
+        young = CallPlanner(self.warehouse, self.calendar, self._gaps(), None, self.config.settle_sessions) \
+            .young_after(state.end, state.fetched_sessions, state.settled)
+        with self.warehouse.transaction() as conn:
+            self.warehouse.set_state(conn, YOUNG_SESSIONS, young)
 
     def _stats(self) -> SourceStats:
         return self._source.stats() if self._source is not None else SourceStats()
 
-    def _finish(self, state: RunState, planned: PlannedRun) -> dict:
+    def _finish(self, state: RunState, work: Work) -> dict:
         state.settle()
         stats = self._stats()
         try:
+            state.gaps = self._gaps().counts()
             self.warehouse.update_run(state.run_id, {
-                **state.totals(), "api_calls": stats.total, "status": state.status,
-                "finished_at": self.warehouse.now(), "error": (state.error or None) and state.error[:2000]})
+                **state.totals(), "api_calls": stats.total, "status": state.status, "exit_code": state.exit_code,
+                "failed_stage": state.failed_stage, **state.gaps, "finished_at": self.warehouse.now(),
+                "error": (state.error or None) and state.error[:2000]})
         except Exception as exc:  # the database itself may be what failed
             log.error("could not record the run's end: %s", exc)
-        result = run_result(state, planned.plan, stats, seconds=self.clock.monotonic() - state.started,
+        result = run_result(state, work, stats, seconds=self.clock.monotonic() - state.started,
                             peak_rss_mb=self.performance_monitor.peak_rss_mb(),
                             database=self.warehouse.describe(), metrics=self.performance_monitor.snapshot())
         log.log(logging.INFO if state.exit_code == 0 else logging.WARNING,
@@ -251,3 +341,4 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (dt.date, pd.Timestamp)):
         return str(value)
     return value
+

@@ -97,10 +97,21 @@ class RunState:
     started: float  # the clock's monotonic time at the start
     outcomes: dict[str, TickerOutcome] = field(default_factory=dict)
     failed_days: list[str] = field(default_factory=list)  # grouped days that kept failing
-    restated: dict[str, int] = field(default_factory=dict)  # ticker -> bars changed
     stopped: Optional[str] = None  # the budget that stopped the run early
     remaining_calls: int = 0
-    splits_feed_error: Optional[str] = None
+    actions_feed_error: Optional[str] = None  # the splits or dividends feed failed
+    actions: dict[str, int] = field(default_factory=dict)  # ledger records stored and rejected
+    new_event_ids: set[str] = field(default_factory=set)
+    factors_refreshed: set[str] = field(default_factory=set)
+    universe_refused: Optional[str] = None  # why the constituents page was not believed
+    window_refusals: int = 0  # calls the key's history window refused (HTTP 403)
+    fetched_sessions: set[dt.date] = field(default_factory=set)  # grouped days answered
+    settled: set[dt.date] = field(default_factory=set)  # sessions asked again and answered
+    revised: int = 0  # stored bars the vendor changed since (settle window)
+    verified: dict[str, int] = field(default_factory=dict)  # --verify-adjustments: ticker -> bars differing
+    verify_calls: int = 0
+    gaps: dict[str, int] = field(default_factory=dict)  # pending cells and vendor holes after the run
+    unreachable: int = 0  # cells before the key's history window, not asked
     status: str = "running"
     exit_code: int = 0
     error: Optional[str] = None
@@ -151,7 +162,8 @@ class RunState:
         """A run that ran to its end: success, or partial when anything is left to do."""
         if self.status != "running":
             return
-        if self.failed_tickers() or self.stopped or self.failed_days or self.splits_feed_error:
+        if (self.failed_tickers() or self.stopped or self.failed_days or self.actions_feed_error
+                or self.universe_refused):
             self.status, self.exit_code = "partial", 1
         else:
             self.status, self.exit_code = "success", 0

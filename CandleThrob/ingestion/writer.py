@@ -1,16 +1,16 @@
 """The store stage: the one write path of a run.
 
-Every kind of write (a batch of grouped days or ranges, a restatement) goes
-through ``BatchWriter.commit``: bars, rejected bars, coverage (the checkpoint),
-audit rows and the run's totals in one transaction, after proving that this
-run still holds the lock. A killed run therefore leaves all of a write or none
-of it, and a run that lost its lock writes nothing more.
+Every batch goes through ``BatchWriter.commit``: coverage (the checkpoint),
+bars, rejected bars, the cells to retry, audit rows and the run's totals in
+one transaction, after proving that this run still holds the lock. A killed
+run therefore leaves all of a write or none of it, and a run that lost its
+lock writes nothing more.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 from sqlalchemy.engine import Connection
@@ -19,6 +19,7 @@ from CandleThrob.ingestion.state import RunState
 from CandleThrob.planning.coverage import Interval, merge_intervals
 from CandleThrob.planning.trading_calendar import TradingCalendar
 from CandleThrob.quality.validator import QualityResult
+from CandleThrob.warehouse.gaps import Gap, GapStore
 from CandleThrob.warehouse.lock import RunLock
 from CandleThrob.warehouse.storage import Warehouse
 
@@ -29,17 +30,17 @@ class Write:
 
     coverage: dict[str, list[Interval]] = field(default_factory=dict)
     touched: set[str] = field(default_factory=set)  # tickers whose audit row changed
-    # (ticker, first, last): the stored bars in this span are replaced (a restatement)
-    replace: Optional[tuple[str, object, object]] = None
+    gaps: list[Gap] = field(default_factory=list)  # cells that yielded no valid bar
+    filled: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["ticker", "trade_date"]))  # did
     also: Sequence[Callable[[Connection], None]] = ()  # more writes that belong to the same transaction
-    replaced: int = 0  # set by the commit: the stored bars ``replace`` deleted
 
 
 class BatchWriter:
-    def __init__(self, warehouse: Warehouse, lock: RunLock, calendar: TradingCalendar, *, audit: bool,
-                 run_totals: Callable[[], dict]):
+    def __init__(self, warehouse: Warehouse, lock: RunLock, calendar: TradingCalendar, gaps: GapStore, *,
+                 audit: bool, run_totals: Callable[[], dict]):
         self.warehouse = warehouse
         self.lock = lock
+        self.gaps = gaps
         self.calendar = calendar
         self.audit = audit
         self.run_totals = run_totals
@@ -54,13 +55,13 @@ class BatchWriter:
         wh = self.warehouse
         with wh.transaction() as conn:
             self.lock.assert_held(conn)
-            if write.replace is not None:
-                ticker, first, last = write.replace
-                write.replaced = wh.delete_bars(conn, ticker, first, last)
             # The checkpoint first: if anything after it fails, the transaction takes it back too.
             wh.add_coverage(conn, write.coverage, state.run_id, self.merge)
             written = wh.write_bars(conn, check.accepted, state.run_id)
             wh.write_rejected(conn, check.rejected, state.run_id)
+            for hole in self.gaps.record(conn, write.gaps, write.filled, state.end, state.run_id):
+                state.outcome(hole.ticker).flag("vendor_holes", [str(hole.trade_date)])
+                write.touched.add(hole.ticker)
             for extra in write.also:
                 extra(conn)
             if self.audit and write.touched:

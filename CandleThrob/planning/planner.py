@@ -70,7 +70,7 @@ class Plan:
         return len(self.grouped) + len(self.ranges)
 
     def describe(self, seconds_per_call: float) -> str:
-        lines = [f"{_count(self.calls, 'call')} for {_count(self.missing_cells, 'missing cell')}: "
+        lines = [f"{count_text(self.calls, 'call')} for {count_text(self.missing_cells, 'missing cell')}: "
                  f"{len(self.grouped)} grouped, {len(self.ranges)} range"]
         if self.grouped:
             lines.append("grouped daily (every ticker, one session per call):")
@@ -85,7 +85,7 @@ class Plan:
                 start, end = self._positions([call.start, call.end])
                 lines.append(f"  {call.ticker} {self._span_text(start, end)}")
         total = self.calls * seconds_per_call
-        lines.append(f"{_count(self.calls, 'call')}, {_duration_text(total)} "
+        lines.append(f"{count_text(self.calls, 'call')}, {duration_text(total)} "
                      f"at {seconds_per_call:g} s per call")
         return "\n".join(lines)
 
@@ -314,11 +314,11 @@ def _split(cells: np.ndarray, max_bars: int) -> list[tuple[int, int]]:
     return spans
 
 
-def _count(n: int, noun: str) -> str:
+def count_text(n: int, noun: str) -> str:
     return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
-def _duration_text(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
     # Whole minutes, rounded down, past the first minute: an estimate, not a stopwatch.
     if seconds < 60:
         return f"{round(seconds, 1):g} s"

@@ -7,7 +7,14 @@ stable codes (``REASONS``, joined with ``;``) and a human ``detail``:
 
 ====================  ========================================================
 missing_value         open, high, low, close, volume or the date is absent
-                      (a bars frame already holds junk the source sent as NaN)
+                      (a bars frame already holds junk the source sent as NaN,
+                      and a timestamp outside 1970..2100 as no date)
+non_finite_value      a value is infinite (``1e999`` in JSON)
+value_out_of_range    a price above 10,000,000 or a volume above 10**13: no
+                      listed share trades there, a vendor's junk does
+vwap_out_of_range     vwap present but not above 0, or outside [low, high]
+transactions_out_of_  the trade count is negative, not whole, above the volume
+range                 (each trade is at least one share) or beyond 2**53
 non_positive_price    a price <= 0
 negative_volume       volume < 0 (zero volume alone is fine: halts have it)
 high_below_low        high < low
@@ -69,9 +76,12 @@ from CandleThrob.bars import BAR_COLUMNS, PRICE_COLUMNS
 from CandleThrob.planning.trading_calendar import DateLike, TradingCalendar
 
 VALUE_COLUMNS = PRICE_COLUMNS + ("volume",)
-REASONS = ("missing_value", "non_positive_price", "negative_volume", "high_below_low",
-           "open_outside_range", "close_outside_range", "not_a_session", "after_end",
-           "duplicate_date")
+REASONS = ("missing_value", "non_finite_value", "value_out_of_range", "non_positive_price", "negative_volume",
+           "high_below_low", "open_outside_range", "close_outside_range", "vwap_out_of_range",
+           "transactions_out_of_range", "not_a_session", "after_end", "duplicate_date")
+MAX_PRICE = 1e7  # Berkshire's A shares trade below 1e6
+MAX_VOLUME = 1e13
+MAX_TRANSACTIONS = 2.0 ** 53  # beyond it a count is not even a whole number as a float
 LOW_QUALITY_SCORE = "low_quality_score"
 
 # (split_from, split_to) as Polygon records them: a 2-for-1 split is (1, 2),
@@ -235,13 +245,21 @@ class DataQualityValidator:
         high_bound = bars["high"] * (1 + self.price_tolerance)
         date = bars["trade_date"]
         dated = date.notna()
+        values = bars[list(VALUE_COLUMNS)]
+        vwap, transactions = bars["vwap"], bars["transactions"]
+        every = bars[list(VALUE_COLUMNS) + ["vwap", "transactions"]]
         flags = {
-            "missing_value": bars[list(VALUE_COLUMNS)].isna().any(axis=1) | ~dated,
+            "missing_value": values.isna().any(axis=1) | ~dated,
+            "non_finite_value": np.isinf(every.to_numpy(dtype="float64")).any(axis=1),
+            "value_out_of_range": (bars[list(PRICE_COLUMNS)] > MAX_PRICE).any(axis=1) | (bars["volume"] > MAX_VOLUME),
             "non_positive_price": (bars[list(PRICE_COLUMNS)] <= 0).any(axis=1),
             "negative_volume": bars["volume"] < 0,
             "high_below_low": bars["high"] < low_bound,
             "open_outside_range": (bars["open"] < low_bound) | (bars["open"] > high_bound),
             "close_outside_range": (bars["close"] < low_bound) | (bars["close"] > high_bound),
+            "vwap_out_of_range": (vwap <= 0) | (vwap < low_bound) | (vwap > high_bound),
+            "transactions_out_of_range": (transactions < 0) | (transactions > MAX_TRANSACTIONS)
+            | (transactions.notna() & (transactions != np.floor(transactions))) | (transactions > bars["volume"]),
             "not_a_session": dated & ~date.isin(sessions),
             "after_end": date > end if end is not None else False,
             # NaT rows already fail missing_value; they are not copies of each other.
@@ -259,6 +277,15 @@ class DataQualityValidator:
         copies = rows.groupby(["ticker", "trade_date"])["ticker"].transform("size")
         explanation = {
             "missing_value": "missing " + _names(rows[list(VALUE_COLUMNS) + ["trade_date"]].isna()),
+            "non_finite_value": _names(rows[list(VALUE_COLUMNS) + ["vwap", "transactions"]].apply(np.isinf))
+            + " infinite",
+            "value_out_of_range": _names(pd.concat([rows[list(PRICE_COLUMNS)] > MAX_PRICE,
+                                                    rows[["volume"]] > MAX_VOLUME], axis=1))
+            + f" beyond a price of {MAX_PRICE:,.0f} or a volume of {MAX_VOLUME:,.0f}",
+            "vwap_out_of_range": "vwap " + rows["vwap"].astype(str).astype(object)
+            + " not above 0 and within low .. high",
+            "transactions_out_of_range": "transactions " + rows["transactions"].astype(str).astype(object)
+            + " not a whole count from 0 to the volume",
             "non_positive_price": _names(rows[list(PRICE_COLUMNS)] <= 0) + " <= 0",
             "negative_volume": "volume " + text["volume"],
             "high_below_low": "high " + text["high"] + " < low " + text["low"],

@@ -4,37 +4,78 @@ the result dict (also the JSON report), the stdout summary, and Kestra's outputs
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import pandas as pd
 
+from CandleThrob.errors import ConfigError
 from CandleThrob.ingestion.state import RunState
 from CandleThrob.logs import scrub
-from CandleThrob.planning.planner import Plan
+from CandleThrob.planning.planner import count_text, duration_text
 from CandleThrob.source.polygon import SourceStats
 
-
-def plan_result(plan: Plan, end: pd.Timestamp, tickers: int, seconds_per_call: float) -> dict[str, Any]:
-    return {"status": "plan", "exit_code": 0, "end": end.date().isoformat(), "tickers": tickers,
-            "calls": plan.calls, "grouped_calls": len(plan.grouped), "range_calls": len(plan.ranges),
-            "missing_cells": plan.missing_cells, "plan_text": plan.describe(seconds_per_call)}
+if TYPE_CHECKING:
+    from CandleThrob.ingestion.pipeline import Work
 
 
-def run_result(state: RunState, plan: Plan, stats: SourceStats, *, seconds: float, peak_rss_mb: float,
+def total_calls(work: "Work", verify_calls: int = 0) -> int:
+    """Every call a run will make: data, corporate actions, verification (one page each)."""
+    return work.planned.plan.calls + len(work.ledger.calls) + verify_calls
+
+
+def plan_result(work: "Work", end: pd.Timestamp, seconds_per_call: float, verify_calls: int = 0) -> dict[str, Any]:
+    """What ``--plan`` prints and returns: every call the run would make, and its time."""
+    planned, plan = work.planned, work.planned.plan
+    total = total_calls(work, verify_calls)
+    lines = plan.describe(seconds_per_call).splitlines()[:-1]
+    if planned.settle:
+        lines.append(f"settle window: {', '.join(sorted(d.isoformat() for d in planned.settle))} asked again "
+                     "(values can still change after the close)")
+    if planned.retries:
+        lines.append(f"retries: {planned.retries} pending cells whose answer had no valid bar")
+    if planned.floor is not None and planned.unreachable:
+        lines.append(f"history window: {planned.unreachable:,} cells before {planned.floor} are older than this "
+                     "key's plan serves (POLYGON_HISTORY_YEARS); not asked")
+    lines += work.ledger.describe()
+    if verify_calls:
+        lines.append(f"verify adjustments: {verify_calls} range calls with adjusted=true, one per ticker")
+    if work.legacy:
+        lines.append(f"upgrade: {len(work.legacy)} tickers of a first-release warehouse turned back into "
+                     "as-traded bars, no bar fetched again")
+    lines.append(f"{count_text(total, 'call')}, {duration_text(total * seconds_per_call)} "
+                 f"at {seconds_per_call:g} s per call")
+    return {"status": "plan", "exit_code": 0, "end": end.date().isoformat(), "tickers": len(planned.tickers),
+            "calls": total, "data_calls": plan.calls, "grouped_calls": len(plan.grouped),
+            "range_calls": len(plan.ranges), "ledger_calls": len(work.ledger.calls), "verify_calls": verify_calls,
+            "missing_cells": plan.missing_cells, "unreachable_cells": planned.unreachable,
+            "history_floor": planned.floor.isoformat() if planned.floor else None, "plan_text": "\n".join(lines)}
+
+
+def run_result(state: RunState, work: "Work", stats: SourceStats, *, seconds: float, peak_rss_mb: float,
                database: str, metrics: dict) -> dict[str, Any]:
     """The run report: what ``--report`` writes and what the summary is made of."""
+    plan = work.planned.plan
     return {
         "run_id": state.run_id, "status": state.status, "exit_code": state.exit_code,
         "end": state.end.date().isoformat(), "tickers": len(state.tickers),
         "failed_tickers": state.failed_tickers(), "error": state.error, "failed_stage": state.failed_stage,
         "stopped": state.stopped, "remaining_calls": state.remaining_calls,
-        "planned_calls": plan.calls, "grouped_calls": len(plan.grouped), "range_calls": len(plan.ranges),
-        "missing_cells": plan.missing_cells, **state.totals(), "api_calls": stats.total,
+        "planned_calls": total_calls(work, state.verify_calls),
+        "data_calls": plan.calls, "grouped_calls": len(plan.grouped), "range_calls": len(plan.ranges),
+        "ledger_calls": len(work.ledger.calls), "missing_cells": plan.missing_cells,
+        **state.totals(), "api_calls": stats.total,
         "api_calls_by_endpoint": dict(stats.calls), "failed_api_calls": dict(stats.failed_calls),
         "retries_by_category": dict(stats.retries_by_category), "rate_limited": stats.rate_limited,
-        "restated": state.restated, "failed_grouped_days": state.failed_days,
-        "splits_feed_error": state.splits_feed_error,
+        "failed_grouped_days": state.failed_days, "actions_feed_error": state.actions_feed_error,
+        "corporate_actions": state.actions, "factors_refreshed": len(state.factors_refreshed),
+        "universe_refused": state.universe_refused, "revised_bars": state.revised,
+        "settled_sessions": sorted(d.isoformat() for d in state.settled),
+        "pending_cells": state.gaps.get("pending_cells", 0), "vendor_holes": state.gaps.get("vendor_holes", 0),
+        "unreachable_cells": work.planned.unreachable + state.unreachable,
+        "history_floor": work.planned.floor.isoformat() if work.planned.floor else None,
+        "verified": state.verified,
         "seconds": round(seconds, 3), "peak_rss_mb": round(peak_rss_mb, 1), "database": database,
         "outcomes": {t: {k: v for k, v in o.row(state.run_id).items() if k != "run_id"}
                      for t, o in sorted(state.outcomes.items())},
@@ -50,12 +91,23 @@ def summary(result: dict) -> str:
         f"  through session {result['end']}: {result['tickers']} tickers, "
         f"{result['rows_written']} bars written, {result['rows_rejected']} rejected",
         f"  API calls: {result.get('api_calls', 0)}" + (f" ({by_endpoint})" if by_endpoint else "")
-        + f"; planned {result['planned_calls']} ({result['grouped_calls']} grouped, {result['range_calls']} range)",
+        + f"; planned {result['planned_calls']} ({result['grouped_calls']} grouped, {result['range_calls']} range, "
+        f"{result['ledger_calls']} corporate actions)",
         f"  time {result['seconds']:.1f} s, peak memory {result['peak_rss_mb']:.0f} MB",
         f"  data: {result['database']}",
     ]
-    if result["planned_calls"] == 0 and not result.get("restated") and result["status"] == "success":
+    if result["planned_calls"] == 0 and result["status"] == "success":
         lines.insert(1, "  already up to date: nothing new to fetch, nothing written")
+    if result.get("pending_cells") or result.get("vendor_holes"):
+        lines.append(f"  cells: {result['pending_cells']} pending (asked again on later runs), "
+                     f"{result['vendor_holes']} vendor holes (recorded, not asked again)")
+    if result.get("revised_bars"):
+        lines.append(f"  {result['revised_bars']} bars revised by the vendor since they were stored; applied")
+    if result.get("unreachable_cells"):
+        lines.append(f"  {result['unreachable_cells']} cells before {result['history_floor']} are beyond this "
+                     "key's history window; not asked")
+    if result.get("universe_refused"):
+        lines.append(f"  universe: {result['universe_refused']}; the stored members were used")
     failed = result["failed_tickers"]
     if failed:
         lines.append(f"  failed or quarantined: {', '.join(failed[:20])}" + (" ..." if len(failed) > 20 else ""))
@@ -68,26 +120,57 @@ def summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+def check_report_path(path: Path) -> None:
+    """``--report`` must be writable before the run starts, not after it has done its work."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--report {path} is a directory; expected a file path such as {path / 'report.json'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = _temporary(path)
+        probe.write_text("", encoding="utf-8")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"--report {path} cannot be written ({exc.strerror}); expected a path in a "
+                          "writable folder") from None
+
+
 def write_report(path: Path, result: dict, secrets: Sequence[str] = ()) -> None:
-    """The JSON report, written whole or not at all (a temporary file, then a rename)."""
+    """The JSON report, written whole or not at all (a temporary file beside it, then a rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = scrub(json.dumps(result, indent=2, default=str, sort_keys=True), secrets)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = _temporary(path)
     tmp.write_text(text + "\n", encoding="utf-8")
     tmp.replace(path)
 
 
+def _temporary(path: Path) -> Path:
+    return path.parent / f".{path.name}.{os.getpid()}.tmp"
+
+
+def kestra_outputs(result: dict) -> tuple[dict, list[tuple[str, str, float]]]:
+    """What a Kestra task shows for a run: outputs, and metrics as (kind, name, value)."""
+    outputs = {key: result.get(key) for key in ("run_id", "status", "exit_code", "end", "rows_written",
+                                                "rows_rejected", "api_calls", "pending_cells", "vendor_holes",
+                                                "failed_stage", "error")}
+    metrics = [("counter", name, result.get(name) or 0) for name in
+               ("rows_written", "rows_rejected", "api_calls", "pending_cells", "vendor_holes", "revised_bars")]
+    metrics.append(("timer", "duration", result["seconds"]))
+    return outputs, metrics
+
+
 def publish_to_kestra(result: dict, environ: Mapping[str, str]) -> None:
-    """Inside a Kestra task, publish outputs and metrics; elsewhere stay silent."""
-    if not environ.get("KESTRA_EXECUTION_ID") and not environ.get("KESTRA_WORKER_ID"):
+    """Inside a Kestra task (the flows set CANDLETHROB_KESTRA=true), publish outputs and metrics
+    through Kestra's stdout protocol, with the ``kestra`` package; elsewhere stay silent."""
+    if str(environ.get("CANDLETHROB_KESTRA", "")).strip().lower() not in ("1", "true", "yes", "on"):
         return
-    try:
-        from kestra import Kestra
-    except ImportError:
-        return
-    Kestra.outputs({"run_id": result["run_id"], "status": result["status"], "exit_code": result["exit_code"]})
-    Kestra.counter("rows_written", result["rows_written"])
-    Kestra.counter("rows_rejected", result["rows_rejected"])
-    Kestra.counter("api_calls", result["api_calls"])
-    Kestra.timer("duration", result["seconds"])
+    from kestra import Kestra
+
+    outputs, metrics = kestra_outputs(result)
+    Kestra.outputs(outputs)
+    for kind, name, value in metrics:
+        if kind == "timer":
+            Kestra.timer(name, value)
+        else:
+            Kestra.counter(name, value)

@@ -1,16 +1,27 @@
-"""Polygon (Massive) as a source of daily bars, through the official client.
+"""Polygon (Massive) as a source of daily bars and corporate actions, through the official client.
 
-The client's own urllib3 retries are switched off: its fast retries would spend
-the free tier's five calls a minute in under a second. Every HTTP request here
-waits for the shared ``RateLimiter``, and failures are classified into our
-error taxonomy so that ``RetryPolicy`` alone decides what happens next:
+The client's own urllib3 pool is replaced by ``HttpGuard`` (a deadline per
+request, a size cap, an abort switch) and its retries are off: its fast
+retries would spend the free tier's five calls a minute in under a second.
+Every HTTP request waits for the shared ``RateLimiter``, and ``RetryPolicy``
+alone decides what happens after a failure, which is classified here:
 
 ====================================  ==================================
 an HTTP error status                  ``errors.error_for_status``'s table
-timeouts, resets, refused             RetriableError
-truncated or unparsable JSON          RetriableError
+403 "plan doesn't include this        ``HistoryWindowError``: the key's
+data timeframe"                       history window (skipped, clamped)
+429 asking for more than              SkippableError: left for the next
+MAX_RETRY_AFTER                       run, the wait is not taken
+timeouts, resets, refused, cut        RetriableError
+truncated, unparsable or oddly        RetriableError
+shaped JSON
+a grouped answer for another day,     RetriableError: never stored
+a range answer for another ticker
 grouped day empty / far too small     RetriableError
+a repeating or endless ``next_url``   SkippableError
 ====================================  ==================================
+
+Vendor error texts are scrubbed of the key before they reach any message.
 """
 
 from __future__ import annotations
@@ -19,23 +30,29 @@ import collections
 import datetime as dt
 import functools
 import json
+import math
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
-from urllib.parse import urlparse
+from typing import Any, Callable, Optional, Sequence
+from urllib.parse import quote, urlparse
 
 import pandas as pd
-import urllib3
 from massive import RESTClient
-from massive.exceptions import BadResponse
 
-from CandleThrob.bars import bars_from_polygon
+from CandleThrob.bars import bars_from_polygon, epoch_ms_to_session_date
 from CandleThrob.config import AdvancedBatchConfig
-from CandleThrob.errors import ConfigError, RetriableError, error_for_status
+from CandleThrob.errors import (CandleThrobError, ConfigError, HistoryWindowError, RetriableError, SkippableError,
+                                error_for_status)
+from CandleThrob.logs import scrub
+from CandleThrob.source.http import Answer, HttpGuard
 from CandleThrob.source.ratelimit import RateLimiter
 from CandleThrob.source.retry import RetryPolicy
 
 RANGE_LIMIT = 50_000  # the aggregates endpoint's maximum bars per page
+LEDGER_LIMIT = 1_000  # events per page asked of the splits and dividends endpoints
+MAX_LEDGER_PAGES = 200  # 200,000 events: far beyond any real answer to our filters
+# How Polygon says a request reaches before the key's plan allows (free tier: two years).
+_HISTORY_WINDOW_SIGNS = ("doesn't include this data timeframe", "NOT_AUTHORIZED")
 
 
 @dataclass(frozen=True)
@@ -52,84 +69,101 @@ class SourceStats:
         return sum(self.calls.values())
 
 
-class _StatusRecorder:
-    """Wraps the client's urllib3 pool to keep each thread's last status and headers:
-    the client raises ``BadResponse`` with only the body, and we need the code."""
-
-    def __init__(self, pool: urllib3.PoolManager):
-        self._pool = pool
-        self.last = threading.local()
-
-    def request(self, *args, **kwargs):
-        self.last.status, self.last.headers = None, {}
-        response = self._pool.request(*args, **kwargs)
-        self.last.status, self.last.headers = response.status, response.headers
-        return response
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._pool, name)
-
-
 class PolygonSource:
-    """Range, grouped-daily and splits requests, each one counted as an API call."""
+    """Range, grouped-daily, splits and dividends requests, each one counted as an API call."""
 
-    def __init__(self, api_key: str, base_url: str = "https://api.polygon.io", *,
+    def __init__(self, api_key: str, base_url: str = "https://api.massive.com", *,
                  rate_limiter: Optional[RateLimiter] = None, retry_policy: Optional[RetryPolicy] = None,
-                 timeout: float = 30.0, connect_timeout: float = 10.0, pool_size: int = 8):
+                 timeout: float = 30.0, pool_size: int = 8, max_bytes: int = 64 * 2**20,
+                 max_retry_after: float = 300.0, on_abort: Optional[Callable[[], Exception]] = None,
+                 check_budget: Optional[Callable[[], None]] = None):
         self.base_url = base_url.rstrip("/")
-        self.client = RESTClient(api_key=api_key, base=self.base_url,
-                                 connect_timeout=min(connect_timeout, timeout), read_timeout=timeout,
-                                 retries=0, maxsize=pool_size,
-                                 connection_pool_kw={"retries": False})
-        self._recorder = _StatusRecorder(self.client.client)
-        self.client.client = self._recorder
+        self.client = RESTClient(api_key=api_key, base=self.base_url, retries=0, maxsize=1)
+        self.secrets = [api_key, quote(api_key, safe="")]
+        self.max_retry_after = max_retry_after
+        self.http = HttpGuard(timeout=timeout, max_bytes=max_bytes, headers=self.client.headers,
+                              maxsize=pool_size, check_status=self._status_error, on_abort=on_abort)
+        self.client.client = self.http
         self.rate_limiter = rate_limiter or RateLimiter(calls_per_minute=None)
         self.retry_policy = retry_policy or RetryPolicy(max_retries=3, base_delay=1.0)
+        self.check_budget = check_budget or (lambda: None)
         self._lock = threading.Lock()
         self.calls: collections.Counter = collections.Counter()
         self.failed_calls: collections.Counter = collections.Counter()
 
-    # ---- public requests ----------------------------------------------------
-    def fetch_range(self, ticker: str, start: dt.date, end: dt.date, adjusted: bool = True) -> pd.DataFrame:
-        """All daily bars of one ticker in [start, end], following ``next_url``."""
-        def first():
+    @classmethod
+    def from_config(cls, config: AdvancedBatchConfig, sleep: Callable[[float], None],
+                    on_abort: Optional[Callable[[], Exception]] = None,
+                    check_budget: Optional[Callable[[], None]] = None) -> "PolygonSource":
+        """The run's one source, limiter and retry policy (``sleep`` is the run's
+        interruptible wait). A missing key is a usage error, raised before any write."""
+        if not config.polygon_api_key:
+            raise ConfigError("POLYGON_API_KEY is not set. Put your Polygon/Massive key in the "
+                              "environment or in .env (POLYGON_API_KEY=...), or try the built-in "
+                              "demo: python -m CandleThrob.ingestion.ingest_data --demo")
+        burst = config.rate_burst or RateLimiter.per_minute_burst(config.rate_limit_seconds)
+        limiter = RateLimiter.from_seconds(config.rate_limit_seconds, sleep=sleep, burst=burst)
+        policy = RetryPolicy(max_retries=config.max_retries, base_delay=config.retry_delay, sleep=sleep)
+        return cls(config.polygon_api_key, config.polygon_base_url, rate_limiter=limiter, retry_policy=policy,
+                   timeout=config.request_timeout, pool_size=max(4, config.workers),
+                   max_bytes=int(config.max_response_mb * 2**20), max_retry_after=config.max_retry_after,
+                   on_abort=on_abort, check_budget=check_budget)
+
+    # ---- bars ---------------------------------------------------------------
+    def fetch_range(self, ticker: str, start: dt.date, end: dt.date, adjusted: bool = False) -> pd.DataFrame:
+        """All daily bars of one ticker in [start, end] (as traded unless ``adjusted``)."""
+        def first() -> Answer:
             return self.client.get_aggs(ticker, 1, "day", str(start), str(end), adjusted=adjusted,
                                         sort="asc", limit=RANGE_LIMIT, raw=True)
 
-        return bars_from_polygon(self._paginate("range", first, what=f"{ticker} {start}..{end}"), ticker=ticker)
+        def same_ticker(body: dict) -> None:
+            answered = body.get("ticker")
+            if answered is not None and answered != ticker:
+                raise RetriableError(f"{ticker} {start}..{end}: the answer is for ticker {str(answered)[:16]!r}")
 
-    def fetch_grouped(self, day: dt.date, adjusted: bool = True, min_tickers: int = 1) -> pd.DataFrame:
-        """Every ticker's bar for one session. An OK answer with no results, or with
-        fewer than ``min_tickers``, is a glitch of the vendor: retried, never taken
-        as a day without data."""
-        def request():
+        # A page holds up to RANGE_LIMIT bars; the span holds fewer sessions than days.
+        pages = (end - start).days // RANGE_LIMIT + 2
+        results = self._paginate("range", first, what=f"{ticker} {start}..{end}", max_pages=pages,
+                                 check=same_ticker)
+        return bars_from_polygon(results, ticker=ticker)
+
+    def fetch_grouped(self, day: dt.date, adjusted: bool = False, min_tickers: int = 1) -> pd.DataFrame:
+        """Every ticker's bar for one session. An OK answer with no results, with fewer
+        than ``min_tickers``, or with bars of another day is a glitch of the vendor:
+        retried, never taken as that day's data."""
+        def request() -> Answer:
             return self.client.get_grouped_daily_aggs(str(day), adjusted=adjusted, raw=True)
 
         def check(body: dict) -> None:
-            count = len(body.get("results") or [])
-            if count < min_tickers:
-                raise RetriableError(f"grouped day {day} answered with {count} tickers "
+            results = _results(body, f"grouped {day}")
+            if len(results) < min_tickers:
+                raise RetriableError(f"grouped day {day} answered with {len(results)} tickers "
                                      f"(at least {min_tickers} expected)")
+            dates = epoch_ms_to_session_date([r.get("t") for r in results])
+            other = dates[dates != pd.Timestamp(day)]
+            if len(other):
+                shown = "no date" if pd.isna(other.iloc[0]) else str(other.iloc[0].date())
+                raise RetriableError(f"grouped day {day} answered with {len(other)} bars of another day "
+                                     f"(e.g. {shown}); not stored")
 
         body = self._call("grouped", request, what=f"grouped {day}", check=check)
-        return bars_from_polygon(body.get("results") or [])
+        return bars_from_polygon(_results(body, f"grouped {day}"))
 
-    def fetch_splits(self, since: Optional[dt.date], until: dt.date) -> list[dict]:
-        """Splits executed in (since, until], all tickers, every page."""
-        params: dict[str, Any] = {"execution_date_lte": str(until), "limit": 1000,
-                                  "order": "asc", "sort": "execution_date"}
-        if since is not None:
-            params["execution_date_gt"] = str(since)
-        results = self._paginate("splits", lambda: self.client.list_splits(raw=True, **params), what="splits")
-        out = []
-        for r in results:
-            try:
-                out.append({"ticker": str(r["ticker"]),
-                            "execution_date": dt.date.fromisoformat(str(r["execution_date"])[:10]),
-                            "split_from": float(r["split_from"]), "split_to": float(r["split_to"])})
-            except (KeyError, TypeError, ValueError):
-                continue  # a malformed split record cannot be applied; the price check still catches it
-        return out
+    # ---- corporate actions ------------------------------------------------------
+    def fetch_splits(self, since: Optional[dt.date], until: dt.date,
+                     tickers: Optional[Sequence[str]] = None) -> list[dict]:
+        """Split records executed in (since, until] (all history when ``since`` is None),
+        for ``tickers`` or for every ticker, every page, as the vendor sent them."""
+        params = _ledger_params("execution_date", since, until, tickers)
+        return self._paginate("splits", lambda: self.client.list_stocks_splits(raw=True, **params),
+                              what="splits", max_pages=MAX_LEDGER_PAGES)
+
+    def fetch_dividends(self, since: Optional[dt.date], until: dt.date,
+                        tickers: Optional[Sequence[str]] = None) -> list[dict]:
+        """Cash dividend records with ex-dates in (since, until], as the vendor sent them."""
+        params = _ledger_params("ex_dividend_date", since, until, tickers)
+        return self._paginate("dividends", lambda: self.client.list_stocks_dividends(raw=True, **params),
+                              what="dividends", max_pages=MAX_LEDGER_PAGES)
 
     def stats(self) -> SourceStats:
         with self._lock:
@@ -138,45 +172,51 @@ class PolygonSource:
                            retries_by_category={k.value: v for k, v in self.retry_policy.stats.items()},
                            rate_limited=self.rate_limiter.rate_limited_count)
 
-    @classmethod
-    def from_config(cls, config: AdvancedBatchConfig, sleep: Callable[[float], None]) -> "PolygonSource":
-        """The run's one source, limiter and retry policy (``sleep`` is the run's
-        interruptible wait). A missing key is a usage error, raised before any write."""
-        if not config.polygon_api_key:
-            raise ConfigError("POLYGON_API_KEY is not set. Put your Polygon/Massive key in the "
-                              "environment or in .env (POLYGON_API_KEY=...), or try the built-in "
-                              "demo: python -m CandleThrob.ingestion.ingest_data --demo")
-        limiter = RateLimiter.from_seconds(config.rate_limit_seconds, sleep=sleep)
-        policy = RetryPolicy(max_retries=config.max_retries, base_delay=config.retry_delay, sleep=sleep)
-        return cls(config.polygon_api_key, config.polygon_base_url, rate_limiter=limiter, retry_policy=policy,
-                   timeout=config.request_timeout, pool_size=max(4, config.workers))
+    def close(self) -> None:
+        self.http.close()
 
     # ---- plumbing --------------------------------------------------------------
-    def _paginate(self, endpoint: str, first: Callable, *, what: str) -> list:
-        """Every page's ``results``, following ``next_url``; each page is one call."""
-        body = self._call(endpoint, first, what=what)
-        results = list(body.get("results") or [])
+    def _paginate(self, endpoint: str, first: Callable[[], Answer], *, what: str, max_pages: int,
+                  check: Optional[Callable[[dict], None]] = None) -> list:
+        """Every page's ``results``, following ``next_url``; each page is one call. A page
+        that points back to one already read, or more pages than the request can hold,
+        is the vendor's bug: the call is skipped for this run, not repeated forever."""
+        body = self._call(endpoint, first, what=what, check=check)
+        results = list(_results(body, what))
+        seen: set[str] = set()
+        pages = 1
         while body.get("next_url"):
-            path = self._relative(body["next_url"])
+            next_url = str(body["next_url"])
+            if next_url in seen:
+                raise SkippableError(f"{what}: the answer's next_url repeats a page already read; "
+                                     "the vendor's pagination loops, the call is left for the next run")
+            if pages >= max_pages:
+                raise SkippableError(f"{what}: more than {max_pages} pages, more than the request can hold; "
+                                     "the vendor's pagination does not end, the call is left for the next run")
+            seen.add(next_url)
+            self.check_budget()  # a long chain of pages still respects MAX_PROCESSING_TIME
+            path = self._relative(next_url)
             body = self._call(endpoint, functools.partial(self.client._get, path=path, params={}, raw=True),
-                              what=f"{what} (next page)")
-            results.extend(body.get("results") or [])
+                              what=f"{what} (page {pages + 1})", check=check)
+            results.extend(_results(body, what))
+            pages += 1
         return results
 
     def _relative(self, next_url: str) -> str:
+        """The path and query of a ``next_url``, always asked of our own base URL."""
         if next_url.startswith(self.base_url):
             return next_url[len(self.base_url):]
         parsed = urlparse(next_url)
         return parsed.path + (f"?{parsed.query}" if parsed.query else "")
 
-    def _call(self, endpoint: str, request: Callable, *, what: str,
+    def _call(self, endpoint: str, request: Callable[[], Answer], *, what: str,
               check: Optional[Callable[[dict], None]] = None) -> dict:
         """One logical request: the policy retries it, each attempt waits for the limiter."""
         def attempt() -> dict:
             with self._lock:
                 self.calls[endpoint] += 1
             try:
-                body = self._decode(self._send(request, what), what)
+                body = self._decode(request(), what)
                 if check is not None:
                     check(body)
             except Exception:
@@ -187,46 +227,76 @@ class PolygonSource:
 
         return self.retry_policy.call(attempt, rate_limiter=self.rate_limiter)
 
-    def _send(self, request: Callable, what: str):
-        try:
-            return request()
-        except BadResponse as exc:
-            status = getattr(self._recorder.last, "status", None)
-            headers = getattr(self._recorder.last, "headers", {}) or {}
-            raise _classify_status(status, headers, str(exc), what) from None
-        except urllib3.exceptions.HTTPError as exc:
-            raise RetriableError(f"{what}: network error ({exc.__class__.__name__})") from None
-
     @staticmethod
-    def _decode(response: urllib3.BaseHTTPResponse, what: str) -> dict:
+    def _decode(answer: Answer, what: str) -> dict:
         try:
-            body = json.loads(response.data)
-        except (ValueError, UnicodeDecodeError):
+            body = json.loads(answer.data)
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise RetriableError(f"{what}: truncated or unparsable response body") from None
         if not isinstance(body, dict):
-            raise RetriableError(f"{what}: unexpected response shape")
+            raise RetriableError(f"{what}: unexpected response shape (a JSON {type(body).__name__}, "
+                                 "not an object)")
         if str(body.get("status", "OK")).upper() not in ("OK", "DELAYED"):
-            raise RetriableError(f"{what}: status {body.get('status')!r}")
+            raise RetriableError(f"{what}: status {str(body.get('status'))[:40]!r}")
         return body
 
+    def _status_error(self, answer: Answer) -> CandleThrobError:
+        """The error a non-200 answer stands for, its text scrubbed of the key."""
+        message = scrub(_error_text(answer.text()), self.secrets)
+        where = answer.url.replace(self.base_url, "") or answer.url
+        if answer.status == 401:
+            return error_for_status(401, f"the data API refused the key (HTTP 401: {message}); "
+                                         "check POLYGON_API_KEY")
+        if answer.status == 403 and any(sign in answer.text() for sign in _HISTORY_WINDOW_SIGNS):
+            return HistoryWindowError(f"{where}: HTTP 403: {message}")
+        if answer.status == 429:
+            seconds = _retry_after(answer.headers)
+            if seconds is not None and seconds > self.max_retry_after:
+                return SkippableError(f"{where}: the API asked to wait {seconds:.0f} s (Retry-After), more than "
+                                      f"MAX_RETRY_AFTER={self.max_retry_after:g} s; the call is left for the next run",
+                                      status=429)
+            return error_for_status(429, f"{where}: rate limited (HTTP 429)", retry_after=seconds)
+        return error_for_status(answer.status, f"{where}: HTTP {answer.status}: {message}")
 
-def _classify_status(status: Optional[int], headers: Mapping[str, str], body: str, what: str) -> Exception:
-    message = _error_text(body)
-    if status == 401:
-        return error_for_status(status, f"the data API refused the key (HTTP 401: {message}); "
-                                        "check POLYGON_API_KEY")
-    retry_after = headers.get("Retry-After") if hasattr(headers, "get") else None
+
+def _ledger_params(date_field: str, since: Optional[dt.date], until: dt.date,
+                   tickers: Optional[Sequence[str]]) -> dict[str, Any]:
+    params: dict[str, Any] = {f"{date_field}_lte": str(until), "limit": LEDGER_LIMIT, "sort": f"{date_field}.asc"}
+    if since is not None:
+        params[f"{date_field}_gt"] = str(since)
+    if tickers:
+        params["ticker_any_of"] = ",".join(tickers)
+    return params
+
+
+def _results(body: dict, what: str) -> list:
+    """A body's ``results``: absent or null is none; anything but a list of objects is a bad body."""
+    results = body.get("results")
+    if results is None:
+        return []
+    if not isinstance(results, list):
+        raise RetriableError(f"{what}: malformed body: 'results' is a JSON {type(results).__name__}, not a list")
+    for index, row in enumerate(results):
+        if not isinstance(row, dict):
+            raise RetriableError(f"{what}: malformed body: results[{index}] is a JSON {type(row).__name__}, "
+                                 "not an object")
+    return results
+
+
+def _retry_after(headers: Any) -> Optional[float]:
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
     try:
-        seconds = float(retry_after) if retry_after is not None else None
+        seconds = float(value) if value is not None else None
     except ValueError:
-        seconds = None
-    text = f"{what}: rate limited (HTTP 429)" if status == 429 else f"{what}: HTTP {status}: {message}"
-    return error_for_status(status, text, retry_after=seconds)
+        return None
+    return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _error_text(body: str) -> str:
     try:
         parsed = json.loads(body)
-        return str(parsed.get("error") or parsed.get("message") or parsed.get("status"))[:200]
-    except (ValueError, AttributeError):
-        return body[:200]
+        if isinstance(parsed, dict):
+            return str(parsed.get("error") or parsed.get("message") or parsed.get("status"))[:200]
+    except ValueError:
+        pass
+    return body[:200]

@@ -75,6 +75,11 @@ class RateLimiter:
         self._waited = 0.0
         self._rate_limited = 0
 
+    @staticmethod
+    def per_minute_burst(seconds_between_calls: float) -> int:
+        """The vendor counts calls per minute: after a pause, a minute's allowance may go at once."""
+        return max(1, int(60 // seconds_between_calls)) if seconds_between_calls > 0 else 1
+
     @classmethod
     def from_seconds(cls, seconds_between_calls: float, **options) -> "RateLimiter":
         """From ``POLYGON_RATE_LIMIT`` semantics: 12 -> 5/min, 0 -> unlimited."""

@@ -19,7 +19,6 @@ import threading
 import time
 from typing import Any, Callable, Dict, Optional, TypeVar
 
-import requests
 import sqlalchemy.exc
 import urllib3.exceptions
 
@@ -58,9 +57,8 @@ class Disposition(str, enum.Enum):
     FATAL = "fatal"          # the run cannot go on
 
 
-# Failures below our own taxonomy that are worth another try. urllib3's and
-# requests' are listed by name because neither derives from the builtin
-# TimeoutError/ConnectionError.
+# Failures below our own taxonomy that are worth another try. urllib3's are
+# listed by name because they do not derive from the builtin TimeoutError/ConnectionError.
 _NETWORK_TRANSIENT = (
     TimeoutError,
     ConnectionError,
@@ -69,9 +67,6 @@ _NETWORK_TRANSIENT = (
     urllib3.exceptions.ReadTimeoutError,
     urllib3.exceptions.ConnectTimeoutError,  # includes NewConnectionError
     urllib3.exceptions.MaxRetryError,
-    requests.exceptions.ConnectionError,
-    requests.exceptions.Timeout,
-    requests.exceptions.ChunkedEncodingError,
 )
 
 
@@ -80,18 +75,25 @@ def _by_status(status: Optional[int]) -> Disposition:
     return _classify_own(error_for_status(status, ""))[1]
 
 
+def _http_status(exc: BaseException) -> Optional[int]:
+    """The HTTP status an HTTP library's error carries (``status_code``, or ``response.status_code``)."""
+    response = getattr(exc, "response", None)
+    status = getattr(exc, "status_code", None) or getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
 def _classify(exc: BaseException) -> tuple[Category, Disposition]:
     # Order matters: our own taxonomy first, then the narrow library classes,
     # then the broad builtins they derive from (JSONDecodeError is a
-    # ValueError, requests' errors are OSErrors).
+    # ValueError).
     if isinstance(exc, CandleThrobError):
         return _classify_own(exc)
     if isinstance(exc, json.JSONDecodeError):
         return Category.DATA, Disposition.TRANSIENT  # a truncated body
     if isinstance(exc, _NETWORK_TRANSIENT):
         return Category.NETWORK, Disposition.TRANSIENT
-    if isinstance(exc, requests.exceptions.HTTPError):
-        status = exc.response.status_code if exc.response is not None else None
+    status = _http_status(exc)
+    if status is not None:
         return Category.API, _by_status(status)
     if isinstance(exc, sqlalchemy.exc.DataError):
         # The database refused a value (e.g. too large for the column): that
@@ -225,8 +227,13 @@ class RetryPolicy:
                 seconds = self._wait_before_retry(exc, attempt, rate_limiter)
                 with self._lock:
                     self._stats[category] += 1
-                log.warning("retry %d/%d in %.1fs after %s error: %s: %s", attempt,
-                            self.max_retries, seconds, category.value, type(exc).__name__, exc)
+                if isinstance(exc, RateLimitedError) and rate_limiter is not None:
+                    log.warning("retry %d/%d after HTTP 429: every call waits %s", attempt, self.max_retries,
+                                f"{exc.retry_after:.0f} s (Retry-After)" if exc.retry_after is not None
+                                else f"{rate_limiter.window:.0f} s (the rate window)")
+                else:
+                    log.warning("retry %d/%d in %.1fs after %s error: %s: %s", attempt,
+                                self.max_retries, seconds, category.value, type(exc).__name__, exc)
                 if on_retry is not None:
                     on_retry(exc, attempt, seconds)
                 if seconds > 0:

@@ -18,7 +18,7 @@ import zlib
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, NamedTuple, Optional, Union
+from typing import Callable, Iterable, NamedTuple, Optional, Union
 
 import numpy as np
 import pandas as pd
@@ -211,6 +211,21 @@ class Split:
         return self.split_to / self.split_from
 
 
+@dataclass(frozen=True)
+class Dividend:
+    """A cash dividend of ``cash_amount`` per share, for holders before ``ex_dividend_date``."""
+
+    ticker: str
+    ex_dividend_date: dt.date
+    cash_amount: float
+    currency: str = "USD"
+    declaration_date: Optional[dt.date] = None
+    record_date: Optional[dt.date] = None
+    pay_date: Optional[dt.date] = None
+    frequency: Optional[int] = 4
+    distribution_type: str = "recurring"
+
+
 class TickerBars(NamedTuple):
     """One ticker's bars as traded."""
 
@@ -266,16 +281,22 @@ class MarketData:
     """
 
     def __init__(self, bars: Optional[pd.DataFrame] = None, splits: Iterable[Split] = (),
-                 constituents: Optional[Iterable[Constituent]] = None):
+                 constituents: Optional[Iterable[Constituent]] = None, dividends: Iterable[Dividend] = ()):
         self._lock = threading.Lock()
         self._series: dict[str, TickerBars] = {}
         self._splits: dict[str, tuple[Split, ...]] = {}
+        self._dividends: dict[str, tuple[Dividend, ...]] = {}
+        # Records served exactly as given, after the well-formed ones: what a vendor's bug looks like.
+        self.raw_split_records: list[dict] = []
+        self.raw_dividend_records: list[dict] = []
         self._index: Optional[_DayIndex] = None
         if bars is not None:
             self.add_bars(bars)
         for split in splits:
             self.add_split(split.ticker, split.execution_date, split.split_from, split.split_to,
                            reprice=False)
+        for dividend in dividends:
+            self.add_dividend(dividend)
         if constituents is None:
             constituents = [Constituent(t, t) for t in self.tickers if t not in ETF_TICKERS]
         self._constituents = tuple(constituents)
@@ -409,6 +430,51 @@ class MarketData:
             factors[days < to_day(split.execution_date)] *= split.ratio
         return factors
 
+    def historical_split_factor(self, split: Split, today: Optional[DateLike] = None) -> float:
+        """The vendor's ``historical_adjustment_factor`` of a split: what prices before it are
+        multiplied by to be on today's share basis (split_from/split_to of it and every later split)."""
+        factor = 1.0
+        for other in self._splits.get(split.ticker, ()):
+            happened = today is None or other.execution_date <= to_date(today)
+            if other.execution_date >= split.execution_date and happened:
+                factor *= other.split_from / other.split_to
+        return factor
+
+    # -- dividends ------------------------------------------------------------
+
+    @property
+    def dividends(self) -> list[Dividend]:
+        """Every dividend, by ex-date then ticker."""
+        every = [d for dividends in self._dividends.values() for d in dividends]
+        return sorted(every, key=lambda d: (d.ex_dividend_date, d.ticker))
+
+    def add_dividend(self, dividend: Dividend) -> None:
+        """Record a dividend (replacing one of that ticker on that ex-date). Bars are as traded
+        and stay as they are: the price drop on the ex-date is already in them."""
+        with self._lock:
+            others = [d for d in self._dividends.get(dividend.ticker, ())
+                      if d.ex_dividend_date != dividend.ex_dividend_date]
+            self._dividends[dividend.ticker] = tuple(sorted(others + [dividend], key=lambda d: d.ex_dividend_date))
+
+    def dividend_factor(self, dividend: Dividend) -> float:
+        """``1 - cash / raw close of the session before the ex-date`` (1 when that close is unknown)."""
+        series = self._series.get(dividend.ticker)
+        if series is None:
+            return 1.0
+        row = int(np.searchsorted(series.days, to_day(dividend.ex_dividend_date), "left")) - 1
+        close = series.values[row, CLOSE] if row >= 0 else np.nan
+        return 1.0 - dividend.cash_amount / close if close > 0 else 1.0
+
+    def historical_dividend_factor(self, dividend: Dividend, today: Optional[DateLike] = None) -> float:
+        """The vendor's ``historical_adjustment_factor`` of a dividend: the product of the
+        dividend factors of it and every later dividend of the ticker (CRSP's convention)."""
+        factor = 1.0
+        for other in self._dividends.get(dividend.ticker, ()):
+            if other.ex_dividend_date >= dividend.ex_dividend_date and (
+                    today is None or other.ex_dividend_date <= to_date(today)):
+                factor *= self.dividend_factor(other)
+        return factor
+
     # -- the constituents page ----------------------------------------------
 
     @property
@@ -514,13 +580,22 @@ def _split_from_coefficient(ticker: str, day: dt.date, coefficient: float) -> Sp
 
 
 def load_bars_csv(path: Union[str, Path], ticker: Optional[str] = None) -> tuple[pd.DataFrame, list[Split]]:
-    """Bars (a bars frame, as traded) and the splits found in one CSV file (gzip ok).
+    """Bars (a bars frame, as traded) and the splits found in one CSV file (gzip ok); see ``load_market_file``."""
+    frame, splits, _ = load_market_file(path, ticker)
+    return frame, splits
+
+
+def load_market_file(path: Union[str, Path], ticker: Optional[str] = None
+                     ) -> tuple[pd.DataFrame, list[Split], list[Dividend]]:
+    """Bars (a bars frame, as traded), splits and cash dividends found in one CSV file (gzip ok).
 
     Columns are matched by name in any case: ticker (or name, symbol), date (or
     timestamp), open, high, low, close, volume, optional vwap and transactions.
     Without a ticker column the ticker is ``ticker`` or comes from the file name
     (Alpha Vantage's ``daily_adjusted_AAPL.csv``). A ``split_coefficient`` (Alpha
-    Vantage) or ``split ratio`` (Quandl) column other than 1 yields splits.
+    Vantage) or ``split ratio`` (Quandl) column other than 1 yields splits; a
+    ``dividend_amount`` (Alpha Vantage) or ``ex-dividend`` (Quandl) above 0 yields a
+    cash dividend with that ex-date.
     """
     raw = pd.read_csv(path)
     columns = _columns(raw)
@@ -548,8 +623,15 @@ def load_bars_csv(path: Union[str, Path], ticker: Optional[str] = None) -> tuple
         events = frame[coefficients.notna() & (coefficients > 0) & (coefficients != 1)]
         splits = [_split_from_coefficient(t, day.date(), c) for t, day, c in
                   zip(events["ticker"], events["trade_date"], coefficients[events.index])]
+    dividends = []
+    cash_column = pick("dividend_amount", "ex-dividend")
+    if cash_column is not None:
+        cash = pd.to_numeric(raw[cash_column], errors="coerce")
+        events = frame[cash.notna() & (cash > 0)]
+        dividends = [Dividend(t, day.date(), float(c)) for t, day, c in
+                     zip(events["ticker"], events["trade_date"], cash[events.index])]
     # Alpha Vantage files run newest first
-    return frame.sort_values(["ticker", "trade_date"], kind="stable", ignore_index=True), splits
+    return frame.sort_values(["ticker", "trade_date"], kind="stable", ignore_index=True), splits, dividends
 
 
 def load_splits_csv(path: Union[str, Path]) -> list[Split]:
@@ -563,15 +645,42 @@ def load_splits_csv(path: Union[str, Path]) -> list[Split]:
         *(raw[columns[c]] for c in ("ticker", "execution_date", "split_from", "split_to")))]
 
 
-def market_data_from_files(paths: Iterable[Union[str, Path]],
-                           splits: Optional[Union[str, Path]] = None) -> MarketData:
-    """One ``MarketData`` from several bar files (see ``load_bars_csv``) and an
-    optional splits file (see ``load_splits_csv``), all as traded."""
-    frames, events = [], []
+def load_dividends_csv(path: Union[str, Path]) -> list[Dividend]:
+    """Dividends from a CSV with columns ticker, ex_dividend_date, cash_amount and optional
+    record_date, pay_date, declaration_date, frequency, distribution_type, currency (any case)."""
+    raw = pd.read_csv(path)
+    columns = _columns(raw)
+    missing = [c for c in ("ticker", "ex_dividend_date", "cash_amount") if c not in columns]
+    if missing:
+        raise ValueError(f"{path}: no column for {missing}")
+
+    def optional(row: pd.Series, name: str, convert: Callable[[object], object]) -> Optional[object]:
+        value = row[columns[name]] if name in columns else None
+        return None if value is None or pd.isna(value) else convert(value)
+
+    return [Dividend(str(row[columns["ticker"]]).strip().upper(), to_date(row[columns["ex_dividend_date"]]),
+                     float(row[columns["cash_amount"]]),
+                     currency=optional(row, "currency", str) or "USD",
+                     declaration_date=optional(row, "declaration_date", to_date),
+                     record_date=optional(row, "record_date", to_date),
+                     pay_date=optional(row, "pay_date", to_date),
+                     frequency=optional(row, "frequency", int),
+                     distribution_type=optional(row, "distribution_type", str) or "recurring")
+            for _, row in raw.iterrows()]
+
+
+def market_data_from_files(paths: Iterable[Union[str, Path]], splits: Optional[Union[str, Path]] = None,
+                           dividends: Optional[Union[str, Path]] = None) -> MarketData:
+    """One ``MarketData`` from several bar files (see ``load_market_file``), and optional
+    splits and dividends files (``load_splits_csv``, ``load_dividends_csv``), all as traded."""
+    frames, split_events, cash = [], [], []
     for path in paths:
-        frame, found = load_bars_csv(path)
+        frame, found, paid = load_market_file(path)
         frames.append(frame)
-        events += found
+        split_events += found
+        cash += paid
     if splits is not None:
-        events += load_splits_csv(splits)
-    return MarketData(pd.concat(frames, ignore_index=True) if frames else None, events)
+        split_events += load_splits_csv(splits)
+    if dividends is not None:
+        cash += load_dividends_csv(dividends)
+    return MarketData(pd.concat(frames, ignore_index=True) if frames else None, split_events, dividends=cash)

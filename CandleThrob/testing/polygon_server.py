@@ -39,11 +39,13 @@ from typing import Callable, Iterable, Optional, Union
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
+import pandas as pd
+
 from CandleThrob.planning.trading_calendar import TradingCalendar
 from CandleThrob.source.polygon import RANGE_LIMIT
 from CandleThrob.testing.datagen import (
-    Constituent, DateLike, MarketData, adjust, generate_market, load_splits_csv,
-    market_data_from_files, to_date,
+    Constituent, DateLike, Dividend, MarketData, Split, adjust, generate_market, load_dividends_csv,
+    load_splits_csv, market_data_from_files, to_date,
 )
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -51,10 +53,10 @@ FAULT_KINDS = ("5xx", "reset", "slow", "truncated", "null_results")
 RATE_LIMIT_ERROR = ("You've exceeded the maximum requests per minute, please wait or upgrade "
                     "your subscription to continue. https://polygon.io/pricing")
 WIKI_PATH = "/wiki/List_of_S&P_500_companies"
-SPLITS_MAX_LIMIT = 1000
 _AGGS_RANGE = re.compile(r"/v2/aggs/ticker/([^/]+)/range/1/day/([^/]+)/([^/]+)")
 _AGGS_GROUPED = re.compile(r"/v2/aggs/grouped/locale/us/market/stocks/([^/]+)")
-_SPLITS = "/v3/reference/splits"
+_SPLITS = "/stocks/v1/splits"
+_DIVIDENDS = "/stocks/v1/dividends"
 _SERVER_ERRORS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 
 
@@ -221,50 +223,95 @@ def aggs_grouped(server: "PolygonServer", base_url: str, params: dict, date_text
     return payload
 
 
-_SPLIT_FILTERS = ("ticker", "ticker.gt", "ticker.gte", "ticker.lt", "ticker.lte", "execution_date",
-                  "execution_date.gt", "execution_date.gte", "execution_date.lt",
-                  "execution_date.lte", "reverse_split")
 _COMPARE = {"": lambda a, b: a == b, "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
             "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b}
+_LEDGER_MAX_LIMIT = 5000
+
+
+def event_id(*parts: object) -> str:
+    """A stable id shaped like the vendor's (``E`` and 64 hex digits)."""
+    return "E" + hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
 
 
 def split_id(ticker: str, day: dt.date, split_from: float, split_to: float) -> str:
-    """A stable id shaped like Polygon's (``E`` and 64 hex digits)."""
-    return "E" + hashlib.sha256(f"{ticker}|{day}|{split_from}|{split_to}".encode()).hexdigest()
+    return event_id(ticker, day, split_from, split_to)
 
 
-def reference_splits(server: "PolygonServer", base_url: str, params: dict) -> dict:
+def _split_record(server: "PolygonServer", split: Split) -> dict:
+    kind = "forward_split" if split.split_to > split.split_from else "reverse_split"
+    return {"id": split_id(split.ticker, split.execution_date, split.split_from, split.split_to),
+            "ticker": split.ticker, "execution_date": split.execution_date.isoformat(),
+            "split_from": split.split_from, "split_to": split.split_to, "adjustment_type": kind,
+            "historical_adjustment_factor": server.market.historical_split_factor(split, server.today)}
+
+
+def _dividend_record(server: "PolygonServer", dividend: Dividend) -> dict:
+    market, today = server.market, server.today
+    later = [s for s in market.splits if s.ticker == dividend.ticker
+             and dividend.ex_dividend_date < s.execution_date <= today]
+    split_adjusted = dividend.cash_amount
+    for split in later:
+        split_adjusted *= split.split_from / split.split_to
+    record = {"id": event_id(dividend.ticker, dividend.ex_dividend_date, dividend.cash_amount),
+              "ticker": dividend.ticker, "ex_dividend_date": dividend.ex_dividend_date.isoformat(),
+              "cash_amount": dividend.cash_amount, "split_adjusted_cash_amount": round(split_adjusted, 6),
+              "currency": dividend.currency, "frequency": dividend.frequency,
+              "distribution_type": dividend.distribution_type,
+              "historical_adjustment_factor": market.historical_dividend_factor(dividend, today)}
+    for name in ("declaration_date", "record_date", "pay_date"):
+        value = getattr(dividend, name)
+        if value is not None:
+            record[name] = value.isoformat()
+    return record
+
+
+def _ledger(server: "PolygonServer", base_url: str, params: dict, *, path: str, date_field: str,
+            records: list[dict]) -> dict:
+    """One page of /stocks/v1 events, filtered as the vendor filters (``ticker``,
+    ``ticker.any_of``, ``<date>.gt/.gte/.lt/.lte``), sorted by ``<field>.<asc|desc>``."""
     params = _with_cursor(params)
-    limit = _limit_param(params, 10, SPLITS_MAX_LIMIT)
-    sort = _choice_param(params, "sort", "execution_date", ("execution_date", "ticker"))
-    order = _choice_param(params, "order", "desc", ("asc", "desc"))
+    limit = _limit_param(params, 100, _LEDGER_MAX_LIMIT)
     offset = _int_param(params, "offset", 0, 0)
-    today = server.today
-    splits = [s for s in server.market.splits if today is None or s.execution_date <= today]
-    for name in _SPLIT_FILTERS:
-        if name not in params:
-            continue
+    sort_field, _, direction = params.get("sort", f"{date_field}.asc").partition(".")
+    if sort_field not in (date_field, "ticker") or direction not in ("asc", "desc"):
+        raise BadRequest(f"The 'sort' parameter must be {date_field} or ticker, then .asc or .desc")
+    kept = {}
+    for name, value in params.items():
         field, _, op = name.partition(".")
-        if field == "reverse_split":
-            wanted = _bool_param(params, name, False)
-            splits = [s for s in splits if (s.split_from > s.split_to) == wanted]
+        if field == "ticker" and op == "any_of":
+            wanted = set(value.split(","))
+            records = [r for r in records if r.get("ticker") in wanted]
+        elif field in ("ticker", date_field) and op in _COMPARE:
+            if field == date_field:
+                _date_param(params, name)  # a malformed date is the vendor's 400
+            # A record without the field slips through the filter: how a vendor's bad record reaches a client.
+            records = [r for r in records if not isinstance(r.get(field), str) or _COMPARE[op](r[field], value)]
         else:
-            bound = params[name] if field == "ticker" else _date_param(params, name)
-            splits = [s for s in splits if _COMPARE[op](getattr(s, field), bound)]
-    other = "ticker" if sort == "execution_date" else "execution_date"
-    splits.sort(key=lambda s: (getattr(s, sort), getattr(s, other)), reverse=order == "desc")
-    page = splits[offset:offset + limit]
-    payload = {"results": [{"execution_date": s.execution_date.isoformat(),
-                            "split_from": s.split_from, "split_to": s.split_to, "ticker": s.ticker,
-                            "id": split_id(s.ticker, s.execution_date, s.split_from, s.split_to)}
-                           for s in page],
-               "status": "OK", "request_id": _request_id()}
-    if offset + limit < len(splits):
-        kept = {k: v for k, v in params.items() if k in _SPLIT_FILTERS}
-        cursor = encode_cursor({**kept, "limit": limit, "sort": sort, "order": order,
-                                "offset": offset + limit})
-        payload["next_url"] = f"{base_url}{_SPLITS}?cursor={cursor}"
+            continue
+        kept[name] = value
+    other = "ticker" if sort_field == date_field else date_field
+    records = sorted(records, key=lambda r: (str(r.get(sort_field)), str(r.get(other))), reverse=direction == "desc")
+    page = records[offset:offset + limit]
+    payload = {"results": page, "status": "OK", "request_id": _request_id()}
+    if offset + limit < len(records):
+        cursor = encode_cursor({**kept, "limit": limit, "sort": f"{sort_field}.{direction}", "offset": offset + limit})
+        payload["next_url"] = f"{base_url}{path}?cursor={cursor}"
     return payload
+
+
+def stocks_splits(server: "PolygonServer", base_url: str, params: dict) -> dict:
+    today = server.today
+    records = [_split_record(server, s) for s in server.market.splits if today is None or s.execution_date <= today]
+    return _ledger(server, base_url, params, path=_SPLITS, date_field="execution_date",
+                   records=records + list(server.market.raw_split_records))
+
+
+def stocks_dividends(server: "PolygonServer", base_url: str, params: dict) -> dict:
+    today = server.today
+    records = [_dividend_record(server, d) for d in server.market.dividends
+               if today is None or d.ex_dividend_date <= today]
+    return _ledger(server, base_url, params, path=_DIVIDENDS, date_field="ex_dividend_date",
+                   records=records + list(server.market.raw_dividend_records))
 
 
 def constituents_html(constituents: Iterable[Constituent]) -> str:
@@ -324,7 +371,7 @@ class PolygonServer:
                  send_retry_after: bool = False, fault_rate: float = 0.0,
                  fault_kinds: Iterable[str] = FAULT_KINDS, seed: int = 0,
                  stall_seconds: float = 30.0, request_log: Optional[Union[str, Path]] = None,
-                 universe_html: Optional[Union[str, Path]] = None):
+                 universe_html: Optional[Union[str, Path]] = None, history_limit_years: Optional[int] = None):
         unknown = set(fault_kinds) - set(FAULT_KINDS)
         if unknown:
             raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(FAULT_KINDS)}")
@@ -336,7 +383,10 @@ class PolygonServer:
         self.fault_kinds = tuple(fault_kinds)
         self.stall_seconds = stall_seconds
         self.universe_html = Path(universe_html) if universe_html else None
+        self.history_limit_years = history_limit_years
         self.requests: list[dict] = []
+        self._gate: Optional[Gate] = None
+        self._preliminary: dict[dt.date, pd.DataFrame] = {}  # day -> its final bars, served after one answer
         self._rate_limit = _RateLimit(calls_per_minute, window_seconds) if calls_per_minute else None
         self._faults = random.Random(seed)
         self._fault_lock = threading.Lock()
@@ -389,7 +439,38 @@ class PolygonServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    # -- test controls ----------------------------------------------------------
+
+    def hold(self, after: int = 0, prefix: str = "/") -> "Gate":
+        """Hold every API request under ``prefix`` after the first ``after`` until the gate opens:
+        a test stops a client at a known point instead of sleeping and hoping."""
+        self._gate = Gate(after, prefix, self._stopping)
+        return self._gate
+
+    def revise_after_first_answer(self, day: DateLike, preliminary: pd.DataFrame) -> None:
+        """Serve ``preliminary`` bars for ``day`` until one answer has carried them, then the
+        bars as they are now: the vendor's evening values that still change after the close."""
+        day = to_date(day)
+        bars = self.market.bars(start=day, end=day)
+        self._preliminary[day] = bars[bars["ticker"].isin(preliminary["ticker"])]
+        self.market.add_bars(preliminary)
+
     # -- called by the request handler ---------------------------------------
+
+    def before_answer(self, path: str) -> None:
+        if self._gate is not None:
+            self._gate.pass_through(path)
+
+    def after_answer(self, path: str, params: dict) -> None:
+        """Preliminary bars answered once become final."""
+        for day in [d for d in self._preliminary if _answer_covers(path, d)]:
+            self.market.add_bars(self._preliminary.pop(day))
+
+    def history_floor(self) -> Optional[dt.date]:
+        """The oldest date a key on this plan may ask for (``--history-limit-years``)."""
+        if not self.history_limit_years:
+            return None
+        return (pd.Timestamp(self.today) - pd.DateOffset(years=self.history_limit_years)).date()
 
     def rate_limit_wait(self) -> Optional[float]:
         return self._rate_limit.wait() if self._rate_limit else None
@@ -419,6 +500,65 @@ class PolygonServer:
             if self._log:
                 self._log.write(json.dumps(entry) + "\n")
                 self._log.flush()
+
+
+class Gate:
+    """Requests past the first ``after`` wait until ``open()``; ``arrived`` is set when one waits."""
+
+    def __init__(self, after: int, prefix: str, stopping: threading.Event):
+        self.after, self.prefix = after, prefix
+        self.arrived = threading.Event()
+        self._open = threading.Event()
+        self._stopping = stopping
+        self._seen = 0
+        self._lock = threading.Lock()
+
+    def pass_through(self, path: str) -> None:
+        if not path.startswith(self.prefix):
+            return
+        with self._lock:
+            self._seen += 1
+            held = self._seen > self.after
+        if held and not self._open.is_set():
+            self.arrived.set()
+            while not (self._open.wait(0.05) or self._stopping.is_set()):
+                pass
+
+    def open(self) -> None:
+        self._open.set()
+
+
+def _answer_covers(path: str, day: dt.date) -> bool:
+    grouped = _AGGS_GROUPED.fullmatch(path)
+    if grouped:
+        return grouped.group(1) == day.isoformat()
+    ranged = _AGGS_RANGE.fullmatch(path)
+    if ranged:
+        try:
+            return _bound(ranged.group(2), "from", True) <= day <= _bound(ranged.group(3), "to", False)
+        except BadRequest:
+            return False
+    return False
+
+
+def _too_old(app: "PolygonServer", path: str) -> bool:
+    floor = app.history_floor()
+    if floor is None:
+        return False
+    grouped = _AGGS_GROUPED.fullmatch(path)
+    ranged = _AGGS_RANGE.fullmatch(path)
+    try:
+        if grouped:
+            return dt.date.fromisoformat(grouped.group(1)) < floor
+        if ranged:
+            return _bound(ranged.group(2), "from", True) < floor
+    except (ValueError, BadRequest):
+        return False
+    return False
+
+
+HISTORY_WINDOW_ERROR = ("Your plan doesn't include this data timeframe. Please upgrade your plan at "
+                        "https://polygon.io/pricing")
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -485,15 +625,8 @@ class _Handler(BaseHTTPRequestHandler):
         if route is None:
             return self._send_json(404, {"status": "NOT_FOUND", "request_id": _request_id(),
                                          "message": "Not found: the requested path does not exist"})
-        key = self._api_key(params)
-        if not key or (app.api_key is not None and key != app.api_key):
-            error = "API Key was not provided" if not key else "Unknown API Key"
-            return self._send_json(401, {"status": "ERROR", "request_id": _request_id(), "error": error})
-        wait = app.rate_limit_wait()
-        if wait is not None:
-            headers = {"Retry-After": str(max(1, math.ceil(wait)))} if app.send_retry_after else {}
-            return self._send_json(429, {"status": "ERROR", "request_id": _request_id(),
-                                         "error": RATE_LIMIT_ERROR}, headers)
+        if self._refused(app, path, params):
+            return None
         endpoint, parts = route
         fault, fault_status = app.draw_fault(grouped=endpoint is aggs_grouped)
         if fault == "reset":
@@ -515,6 +648,27 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "truncated":
             body = body[:len(body) // 2]
         self._send(status, body, "application/json", fault=fault)
+        if status == 200 and fault is None:
+            app.after_answer(path, params)
+
+    def _refused(self, app: PolygonServer, path: str, params: dict) -> bool:
+        """Answer a request the vendor would refuse (key, rate limit, plan's history window)."""
+        key = self._api_key(params)
+        if not key or (app.api_key is not None and key != app.api_key):
+            error = "API Key was not provided" if not key else "Unknown API Key"
+            self._send_json(401, {"status": "ERROR", "request_id": _request_id(), "error": error})
+            return True
+        wait = app.rate_limit_wait()
+        if wait is not None:
+            headers = {"Retry-After": str(max(1, math.ceil(wait)))} if app.send_retry_after else {}
+            self._send_json(429, {"status": "ERROR", "request_id": _request_id(), "error": RATE_LIMIT_ERROR}, headers)
+            return True
+        app.before_answer(path)
+        if _too_old(app, path):
+            self._send_json(403, {"status": "NOT_AUTHORIZED", "request_id": _request_id(),
+                                  "message": HISTORY_WINDOW_ERROR})
+            return True
+        return False
 
     def _not_allowed(self) -> None:
         self._send_json(405, {"status": "ERROR", "request_id": _request_id(),
@@ -525,7 +679,9 @@ class _Handler(BaseHTTPRequestHandler):
     @staticmethod
     def _route(path: str) -> Optional[tuple[Callable[..., dict], tuple]]:
         if path == _SPLITS:
-            return reference_splits, ()
+            return stocks_splits, ()
+        if path == _DIVIDENDS:
+            return stocks_dividends, ()
         for pattern, endpoint in ((_AGGS_RANGE, aggs_range), (_AGGS_GROUPED, aggs_grouped)):
             match = pattern.fullmatch(path)
             if match:
@@ -588,6 +744,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--bars", action="append", default=[], metavar="CSV",
         help="as-traded daily bars (repeatable; .gz ok); default: generated data")
     add("--splits", metavar="CSV", help="ticker, execution_date, split_from, split_to")
+    add("--dividends", metavar="CSV", help="ticker, ex_dividend_date, cash_amount [, record_date, pay_date, "
+        "declaration_date, frequency, distribution_type, currency]")
+    add("--history-limit-years", type=int, metavar="N",
+        help="answer 403 NOT_AUTHORIZED for bars older than N years before --today, as the free tier does")
+    add("--revise", action="append", default=[], metavar="DATE:PCT",
+        help="serve DATE's bars PCT percent off once, then the real ones (late revisions after the close)")
     add("--universe-html", metavar="FILE", help="serve this file as the constituents page")
     add("--tickers", type=int, default=10, help="generated: this many S&P 500 companies (+ 20 ETFs)")
     add("--start", type=to_date, default=dt.date(2020, 1, 2), help="generated: first date")
@@ -607,23 +769,36 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def preliminary_bars(market: MarketData, day: DateLike, percent: float) -> pd.DataFrame:
+    """``day``'s bars with every price ``percent`` off and a tenth less volume: evening values."""
+    bars = market.bars(start=day, end=day)
+    factor = 1 + percent / 100
+    return bars.assign(**{c: (bars[c] * factor).round(4) for c in ("open", "high", "low", "close", "vwap")},
+                       volume=(bars["volume"] * 0.9).round())
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.bars:
-        market = market_data_from_files(args.bars, args.splits)
+        market = market_data_from_files(args.bars, args.splits, args.dividends)
     else:
         end = args.end or TradingCalendar().last_final_session(dt.datetime.now(dt.timezone.utc)).date()
         market = generate_market(args.tickers, args.start, end, args.seed)
         # generated bars know no splits: reprice them so the file's splits really happened
         for split in load_splits_csv(args.splits) if args.splits else ():
             market.add_split(split.ticker, split.execution_date, split.split_from, split.split_to)
+        for dividend in load_dividends_csv(args.dividends) if args.dividends else ():
+            market.add_dividend(dividend)
     server = PolygonServer(
         market, host=args.host, port=args.port, api_key=args.api_key, today=args.today,
         calls_per_minute=args.calls_per_minute, window_seconds=args.rate_window,
         send_retry_after=args.send_retry_after, fault_rate=args.fault_rate,
         fault_kinds=args.fault_kinds, seed=args.seed,
         stall_seconds=args.stall_seconds, request_log=args.request_log,
-        universe_html=args.universe_html)
+        universe_html=args.universe_html, history_limit_years=args.history_limit_years)
+    for revision in args.revise:
+        day, _, percent = revision.partition(":")
+        server.revise_after_first_answer(day, preliminary_bars(market, day, float(percent or 1)))
     print(f"listening on {server.url}", flush=True)
     # SIGTERM ends the server like Ctrl-C: through KeyboardInterrupt, then a clean stop
     signal.signal(signal.SIGTERM, signal.default_int_handler)

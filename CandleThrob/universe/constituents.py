@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import io
-import os
-from typing import Optional, Union
+from http.client import responses as http_reasons
+from typing import Optional
 
 import pandas as pd
-import requests
 from lxml import etree
 
 from CandleThrob import __version__
-from CandleThrob.config import DEFAULT_SP500_URL, MIN_SP500_SYMBOLS
-from CandleThrob.errors import InvalidTickerError, UniverseError
+from CandleThrob.config import MIN_SP500_SYMBOLS, AdvancedBatchConfig, redact_http_url
+from CandleThrob.errors import CandleThrobError, InvalidTickerError, UniverseError
+from CandleThrob.source.http import HttpGuard
 from CandleThrob.universe.tickers import clean_ticker
 
 # Wikimedia's policy asks automated clients to say who they are and how to reach them.
 USER_AGENT = f"CandleThrob/{__version__} (+https://github.com/candlethrob; market-data ingestion)"
+PAGE_MAX_BYTES = 16 * 2**20
+_FOOTNOTE = r"\[[^\]]*\]"
 
 # Header of the symbol column: 2024 layout first, then the 2018 one.
 SYMBOL_COLUMNS = ("Symbol", "Ticker symbol")
@@ -37,14 +39,22 @@ def parse_constituents_html(html: str) -> pd.DataFrame:
         "name": table.get("Security"),
         "sector": table.get("GICS Sector"),
     })
-    # Footer or spacer rows have no symbol at all; they are layout, not members.
-    frame = frame[frame["ticker"].str.strip() != ""]
+    # A footnote marker is page furniture: "MMM[1]" is MMM.
+    frame["ticker"] = frame["ticker"].str.replace(_FOOTNOTE, "", regex=True).str.strip()
+    blank = frame["ticker"] == ""
+    # A row with nothing in it is a spacer; a company row without a symbol is a broken page.
+    spacer = blank & frame[["name", "sector"]].fillna("").astype(str).apply(lambda c: c.str.strip() == "").all(axis=1)
+    if (blank & ~spacer).any():
+        raise UniverseError(f"constituents table has {int((blank & ~spacer).sum())} company rows without a symbol")
+    frame = frame[~blank]
     try:
         frame["ticker"] = frame["ticker"].map(clean_ticker)
     except InvalidTickerError as exc:
         # One junk cell means vandalism or a layout change; the caller falls back to the
         # stored universe instead of ingesting a universe we cannot vouch for.
         raise UniverseError(f"constituents table has an invalid symbol: {exc}") from exc
+    # A symbol listed twice counts once; padding a page with copies to pass the floor
+    # still shows as removals, which UniverseStage limits.
     return frame.drop_duplicates("ticker").reset_index(drop=True)
 
 
@@ -68,38 +78,47 @@ def _constituents_table(html: str) -> pd.DataFrame:
     raise UniverseError(f"no table with a {' or '.join(SYMBOL_COLUMNS)} column in the constituents page")
 
 
-def fetch_constituents(url: Optional[str] = None, *, session: Optional[requests.Session] = None,
-                       timeout: Union[float, tuple[float, float]] = (5, 30),
+def fetch_page(url: str, *, http: Optional[HttpGuard] = None, timeout: float = 30.0) -> str:
+    """The constituents page's HTML, fetched under a deadline and a size cap (16 MB: the
+    real page is under 1 MB). Raises UniverseError on any failure."""
+    guard = http or HttpGuard(timeout=timeout, max_bytes=PAGE_MAX_BYTES, headers={"User-Agent": USER_AGENT})
+    try:
+        answer = guard.request("GET", url)
+    except CandleThrobError as exc:
+        raise UniverseError(f"cannot fetch the S&P 500 constituents from {redact_http_url(url)}: {exc}") from None
+    finally:
+        if http is None:
+            guard.close()
+    if answer.status != 200:
+        raise UniverseError(f"cannot fetch the S&P 500 constituents from {redact_http_url(url)}: "
+                            f"{answer.status} {http_reasons.get(answer.status, 'HTTP error')}")
+    # The pages are UTF-8 whatever the headers say; a byte that is not becomes U+FFFD, not a crash.
+    return answer.text()
+
+
+def fetch_constituents(url: Optional[str] = None, *, http: Optional[HttpGuard] = None, timeout: float = 30.0,
                        min_symbols: int = MIN_SP500_SYMBOLS) -> pd.DataFrame:
     """Download and parse the constituents page: columns ``ticker``, ``name``, ``sector``.
 
-    ``url`` defaults to ``$SP500_URL``, else Wikipedia. Raises UniverseError on HTTP or
-    connection errors, an unparseable page, or fewer than ``min_symbols`` symbols.
+    ``url`` defaults to ``SP500_URL``, else Wikipedia. Raises UniverseError on HTTP or connection
+    errors, a deadline or size overrun, an unparseable page, or fewer than
+    ``min_symbols`` symbols.
     """
-    url = url or os.environ.get("SP500_URL") or DEFAULT_SP500_URL
+    url = url or AdvancedBatchConfig().sp500_url  # SP500_URL, else Wikipedia
     try:
-        response = (session or requests).get(url, headers={"User-Agent": USER_AGENT}, timeout=timeout)
-        response.raise_for_status()
-    except requests.RequestException as exc:
-        raise UniverseError(f"cannot fetch the S&P 500 constituents from {url}: {exc}") from exc
-    # Without a charset header requests assumes ISO-8859-1 for text/html, which garbles
-    # names such as "Brown–Forman"; the pages are UTF-8.
-    if "charset" not in response.headers.get("Content-Type", "").lower():
-        response.encoding = "utf-8"
-    try:
-        constituents = parse_constituents_html(response.text)
+        constituents = parse_constituents_html(fetch_page(url, http=http, timeout=timeout))
     except UniverseError as exc:
-        raise UniverseError(f"{exc} (from {url})") from exc
+        if "cannot fetch" in str(exc):
+            raise
+        raise UniverseError(f"{exc} (from {redact_http_url(url)})") from None
     if len(constituents) < min_symbols:
         raise UniverseError(
-            f"only {len(constituents)} S&P 500 symbols found at {url}, at least {min_symbols} "
+            f"only {len(constituents)} S&P 500 symbols found at {redact_http_url(url)}, at least {min_symbols} "
             "required; refusing to shrink the universe")
     return constituents
 
 
-def get_sp500_tickers(url: Optional[str] = None, *, session: Optional[requests.Session] = None,
-                      timeout: Union[float, tuple[float, float]] = (5, 30),
+def get_sp500_tickers(url: Optional[str] = None, *, http: Optional[HttpGuard] = None, timeout: float = 30.0,
                       min_symbols: int = MIN_SP500_SYMBOLS) -> list[str]:
     """The S&P 500 symbols in Polygon's form, in page order (see fetch_constituents)."""
-    return fetch_constituents(url, session=session, timeout=timeout,
-                              min_symbols=min_symbols)["ticker"].tolist()
+    return fetch_constituents(url, http=http, timeout=timeout, min_symbols=min_symbols)["ticker"].tolist()

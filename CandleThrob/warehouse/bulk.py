@@ -83,7 +83,7 @@ def sqlite_upsert_sql() -> str:
     cols = ", ".join(BAR_COLUMNS_DB)
     marks = ", ".join("?" * len(BAR_COLUMNS_DB))
     updates = ", ".join(f"{c} = excluded.{c}" for c in _UPDATED)
-    return (f"INSERT INTO ticker_data ({cols}) VALUES ({marks}) "
+    return (f"INSERT INTO ticker_data_raw ({cols}) VALUES ({marks}) "
             f"ON CONFLICT (ticker, trade_date) DO UPDATE SET {updates}")
 
 
@@ -92,7 +92,7 @@ def oracle_merge_sql() -> str:
     updates = ", ".join(f"t.{c} = s.{c}" for c in _UPDATED)
     cols = ", ".join(BAR_COLUMNS_DB)
     values = ", ".join(f"s.{c}" for c in BAR_COLUMNS_DB)
-    return (f"MERGE INTO ticker_data t USING (SELECT {binds} FROM dual) s "
+    return (f"MERGE INTO ticker_data_raw t USING (SELECT {binds} FROM dual) s "
             f"ON (t.ticker = s.ticker AND t.trade_date = s.trade_date) "
             f"WHEN MATCHED THEN UPDATE SET {updates} "
             f"WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({values})")
@@ -101,7 +101,7 @@ def oracle_merge_sql() -> str:
 def postgres_upsert_sql(staging: str) -> str:
     cols = ", ".join(BAR_COLUMNS_DB)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _UPDATED)
-    return (f"INSERT INTO ticker_data ({cols}) SELECT {cols} FROM {staging} "
+    return (f"INSERT INTO ticker_data_raw ({cols}) SELECT {cols} FROM {staging} "
             f"ON CONFLICT (ticker, trade_date) DO UPDATE SET {updates}")
 
 
@@ -115,7 +115,7 @@ def _postgres_copy_upsert(conn: Connection, bars: pd.DataFrame, run_id: str,
     staging = "ticker_data_stage"
     conn.exec_driver_sql(
         f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} "
-        f"(LIKE ticker_data INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+        f"(LIKE ticker_data_raw INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
     raw = conn.connection.driver_connection
     with raw.cursor() as cursor:
         # Binary COPY: doubles travel as their IEEE bits, nothing to format or to lose,

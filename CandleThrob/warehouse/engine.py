@@ -33,14 +33,19 @@ def database_url(config: AdvancedBatchConfig) -> URL:
                          password=config.oracle_password)
     else:
         url = make_url(f"sqlite:///{DEFAULT_SQLITE_PATH.as_posix()}")
-    # psycopg 3 is the PostgreSQL driver we ship; plain postgresql:// means psycopg2.
-    if url.drivername in ("postgresql", "postgres"):
+    # psycopg 3 is the PostgreSQL driver we ship; plain postgresql:// (and +psycopg2) mean psycopg2,
+    # which is not installed: the same server through psycopg 3 is what the user wants.
+    if url.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
         url = url.set(drivername="postgresql+psycopg")
     if url.drivername == "oracle":
         url = url.set(drivername="oracle+oracledb")
     if url.get_backend_name() not in ("sqlite", "postgresql", "oracle"):
         raise ConfigError(f"DATABASE_URL uses {url.get_backend_name()!r}; "
                           "supported: sqlite, postgresql, oracle.")
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        raise ConfigError(f"DATABASE_URL={url.render_as_string(hide_password=True)!r} is not allowed: an "
+                          "in-memory SQLite database vanishes when the run ends; expected a file, e.g. "
+                          "sqlite:///data/candlethrob.db")
     return url
 
 

@@ -12,6 +12,7 @@ lost its lock while stalled can never write beside the new holder.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -20,13 +21,14 @@ from typing import Optional
 import psutil
 from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from CandleThrob.errors import LockHeldError, LockLostError
 from CandleThrob.warehouse.schema import ingestion_lock
 from CandleThrob.warehouse.storage import Warehouse
 
 STALE_AFTER = dt.timedelta(minutes=10)
+log = logging.getLogger("CandleThrob.lock")
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,9 @@ class RunLock:
                                 f"{current.describe() if current else 'unknown'}")
         self.held = True
         self.taken_over_from = holder
+        self.warehouse.mark_abandoned(holder.run_id, by=self.run_id, at=now)
+        log.warning("took over the lock %r from %s, whose process is gone; that run is marked abandoned",
+                    self.name, holder.describe())
 
     def _is_dead(self, holder: Holder, now: dt.datetime) -> bool:
         if holder.host == self.host and holder.process_scope == self.scope:
@@ -162,7 +167,11 @@ class RunLock:
             self._beater = None
         if not self.held:
             return
-        with self.warehouse.transaction() as conn:
-            conn.execute(delete(ingestion_lock).where(and_(
-                ingestion_lock.c.lock_name == self.name, ingestion_lock.c.run_id == self.run_id)))
+        try:
+            with self.warehouse.transaction() as conn:
+                conn.execute(delete(ingestion_lock).where(and_(
+                    ingestion_lock.c.lock_name == self.name, ingestion_lock.c.run_id == self.run_id)))
+        except DBAPIError as exc:
+            # The database itself failed (the run already says so); a dead holder's lock is taken over.
+            log.error("could not release the lock %r (%s); the next run takes it over", self.name, exc.orig)
         self.held = False

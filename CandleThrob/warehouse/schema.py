@@ -2,6 +2,12 @@
 
 Identifiers avoid Oracle reserved words (START, ROWS, SIZE, LEVEL, ...) and stay
 under 30 characters; prices are NUMBER on Oracle and double precision elsewhere.
+
+``metadata`` is what the migrations (``warehouse/migrations``) build; a test
+checks that they agree. Bars are stored as traded in ``ticker_data_raw``; the
+views ``ticker_data`` (split-adjusted, the columns readers always had) and
+``ticker_data_total`` (split- and dividend-adjusted) read them through
+``adjustment_factors``. The views are described in ``views`` for reading only.
 """
 
 from __future__ import annotations
@@ -45,22 +51,35 @@ LongText = Text().with_variant(oracle.CLOB(), "oracle")
 TICKER = String(16)
 RUN_ID = String(36)
 
-ticker_data = Table(
-    "ticker_data", metadata,
-    Column("ticker", TICKER, nullable=False),
-    Column("trade_date", Date, nullable=False),
-    Column("open_price", Number, nullable=False),
-    Column("high_price", Number, nullable=False),
-    Column("low_price", Number, nullable=False),
-    Column("close_price", Number, nullable=False),
-    Column("volume", Number, nullable=False),
-    Column("vwap", Number),
-    Column("num_transactions", Count),
-    Column("run_id", RUN_ID, nullable=False),
-    Column("source", String(16), nullable=False),
-    Column("ingested_at", DateTime, nullable=False),
-    PrimaryKeyConstraint("ticker", "trade_date", name="pk_ticker_data"),
+def _bar_columns() -> list[Column]:
+    return [
+        Column("ticker", TICKER, nullable=False),
+        Column("trade_date", Date, nullable=False),
+        Column("open_price", Number, nullable=False),
+        Column("high_price", Number, nullable=False),
+        Column("low_price", Number, nullable=False),
+        Column("close_price", Number, nullable=False),
+        Column("volume", Number, nullable=False),
+        Column("vwap", Number),
+        Column("num_transactions", Count),
+        Column("run_id", RUN_ID, nullable=False),
+        Column("source", String(16), nullable=False),
+        Column("ingested_at", DateTime, nullable=False),
+    ]
+
+
+# Bars as traded: never rewritten because of a corporate action.
+ticker_data_raw = Table(
+    "ticker_data_raw", metadata, *_bar_columns(),
+    PrimaryKeyConstraint("ticker", "trade_date", name="pk_ticker_data_raw"),
 )
+
+views = MetaData()
+# Split-adjusted (prices and volume), the same columns as ever: what readers of ticker_data know.
+ticker_data = Table("ticker_data", views, *_bar_columns())
+# Split- and dividend-adjusted prices (total return, CRSP's convention); volume split-adjusted.
+ticker_data_total = Table("ticker_data_total", views, *_bar_columns())
+
 
 rejected_bars = Table(
     "rejected_bars", metadata,
@@ -101,6 +120,13 @@ ingestion_runs = Table(
     Column("parameters", LongText),
     Column("version", String(32)),
     Column("error", String(2000)),
+    Column("exit_code", Integer),
+    Column("failed_stage", String(32)),
+    Column("pending_cells", Integer),
+    Column("vendor_holes", Integer),
+    # A run whose process died: which run took its lock over, and when.
+    Column("abandoned_by", RUN_ID),
+    Column("abandoned_at", DateTime),
 )
 
 ingestion_audit = Table(
@@ -133,15 +159,87 @@ ticker_universe = Table(
     Column("active", Flag, nullable=False),
 )
 
-stock_splits = Table(
-    "stock_splits", metadata,
+# The corporate-actions ledger, one row per vendor event (its id, or one derived
+# from the event when the vendor sent none). Records that cannot be right go to
+# rejected_actions instead, with the reasons.
+split_events = Table(
+    "split_events", metadata,
+    Column("event_id", String(80), primary_key=True),
     Column("ticker", TICKER, nullable=False),
     Column("execution_date", Date, nullable=False),
     Column("split_from", Number, nullable=False),
     Column("split_to", Number, nullable=False),
+    Column("adjustment_type", String(32)),
+    Column("vendor_factor", Number),  # the vendor's historical_adjustment_factor
+    Column("run_id", RUN_ID, nullable=False),
     Column("recorded_at", DateTime, nullable=False),
-    Column("applied_run_id", RUN_ID),
-    PrimaryKeyConstraint("ticker", "execution_date", name="pk_stock_splits"),
+)
+
+dividend_events = Table(
+    "dividend_events", metadata,
+    Column("event_id", String(80), primary_key=True),
+    Column("ticker", TICKER, nullable=False),
+    Column("ex_dividend_date", Date, nullable=False),
+    Column("cash_amount", Number, nullable=False),
+    Column("currency", String(8), nullable=False),
+    Column("declaration_date", Date),
+    Column("record_date", Date),
+    Column("pay_date", Date),
+    Column("frequency", Integer),
+    Column("distribution_type", String(32)),
+    Column("split_adjusted_cash", Number),
+    Column("vendor_factor", Number),
+    Column("run_id", RUN_ID, nullable=False),
+    Column("recorded_at", DateTime, nullable=False),
+)
+
+rejected_actions = Table(
+    "rejected_actions", metadata,
+    Column("rejection_id", Count.with_variant(Integer(), "sqlite"), Identity(), primary_key=True),
+    Column("run_id", RUN_ID, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("event_id", String(80)),
+    Column("ticker", String(64)),
+    Column("record", String(2000)),
+    Column("reasons", String(400), nullable=False),
+    Column("rejected_at", DateTime, nullable=False),
+)
+
+# Piecewise-constant factors per ticker: a bar on a date in [valid_from, valid_to]
+# is multiplied by them; after a ticker's last event there is no row (factor 1).
+adjustment_factors = Table(
+    "adjustment_factors", metadata,
+    Column("ticker", TICKER, nullable=False),
+    Column("valid_from", Date, nullable=False),
+    Column("valid_to", Date, nullable=False),
+    Column("split_factor", Number, nullable=False),
+    Column("total_factor", Number, nullable=False),
+    Column("run_id", RUN_ID, nullable=False),
+    PrimaryKeyConstraint("ticker", "valid_from", name="pk_adjustment_factors"),
+)
+
+# From which date the ledger is complete for a ticker (its events were asked for).
+ledger_tickers = Table(
+    "ledger_tickers", metadata,
+    Column("ticker", TICKER, primary_key=True),
+    Column("ledger_from", Date, nullable=False),
+)
+
+# Cells that were asked but yielded no valid bar: asked again with backoff
+# (pending), then recorded as the vendor's holes.
+cell_gaps = Table(
+    "cell_gaps", metadata,
+    Column("ticker", TICKER, nullable=False),
+    Column("trade_date", Date, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("reason", String(400)),
+    Column("tries", Integer, nullable=False),
+    Column("next_try", Date, nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("first_run_id", RUN_ID, nullable=False),
+    Column("last_run_id", RUN_ID, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    PrimaryKeyConstraint("ticker", "trade_date", name="pk_cell_gaps"),
 )
 
 # What the source was asked and answered, per ticker, as session intervals. This

@@ -16,20 +16,22 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 import pandas as pd
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DatabaseError, DBAPIError, IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DatabaseError, DBAPIError, IntegrityError, ProgrammingError
 
 from CandleThrob.clock import Clock
 from CandleThrob.planning.coverage import Interval
-from CandleThrob.warehouse import bulk
 from CandleThrob.errors import DatabaseUnavailableError
+from CandleThrob.warehouse import bulk, migrate
 from CandleThrob.warehouse.schema import (ingestion_audit, ingestion_coverage, ingestion_runs, ingestion_state,
-                     metadata, rejected_bars, stock_splits, ticker_data, ticker_universe)
+                                          rejected_bars, ticker_data, ticker_data_raw, ticker_data_total,
+                                          ticker_universe)
 
-_SCHEMA_LOCK_KEY = 7_311_500  # any constant: the advisory lock that serialises CREATE TABLE
+# What a read asks for: prices as traded, split-adjusted, or total return.
+ADJUSTMENTS = {"none": ticker_data_raw, "split": ticker_data, "total": ticker_data_total}
 
 
 def _date(value: Any) -> Optional[dt.date]:
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or value is pd.NaT or (isinstance(value, float) and value != value):
         return None
     if isinstance(value, dt.datetime):
         return value.date()
@@ -53,35 +55,25 @@ class Warehouse:
         return self.clock.utcnow().replace(microsecond=0)
 
     # ---- lifecycle -------------------------------------------------------
-    def create_schema(self) -> None:
-        """Create the tables that are missing. Shards starting together on an empty
-        database would race on CREATE TABLE: PostgreSQL takes turns under an
-        advisory lock, SQLite under BEGIN IMMEDIATE; elsewhere a loser retries."""
+    def create_schema(self) -> Optional[str]:
+        """Bring the schema to this release's (Alembic); returns the version found before.
+        Runs starting together on an empty database take turns; on a backend that
+        cannot (Oracle), a loser of the race looks again."""
         try:
             for attempt in range(3):
                 try:
                     with self.engine.begin() as conn:
-                        if self.backend == "postgresql":
-                            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})")
-                        metadata.create_all(conn, checkfirst=True)
-                    return
+                        return migrate.upgrade(conn)
                 except (IntegrityError, ProgrammingError, DatabaseError) as exc:
                     # Another run created the table first (Oracle: ORA-00955): look again.
                     if attempt == 2 or not any(sign in str(exc.orig) for sign in ("ORA-00955", "already exists")):
                         raise
-        except OperationalError as exc:
-            raise DatabaseUnavailableError(
-                f"cannot reach the database ({self.describe()}): {exc.orig}") from None
         except DBAPIError as exc:
-            if self._is_connection_error(exc):
-                raise DatabaseUnavailableError(
-                    f"cannot reach the database ({self.describe()}): {exc.orig}") from None
-            raise
-
-    @staticmethod
-    def _is_connection_error(exc: DBAPIError) -> bool:
-        return bool(getattr(exc, "connection_invalidated", False)) or \
-            exc.orig.__class__.__name__ in ("OperationalError", "InterfaceError", "DatabaseError")
+            raise DatabaseUnavailableError(
+                f"cannot use the database ({self.describe()}): {exc.orig}") from None
+        except OSError as exc:  # a driver that lets a socket error through (host not found)
+            raise DatabaseUnavailableError(f"cannot reach the database ({self.describe()}): {exc}") from None
+        return None
 
     def describe(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
@@ -150,12 +142,6 @@ class Warehouse:
                    ingested_at: Optional[dt.datetime] = None) -> int:
         return bulk.upsert_bars(conn, bars, run_id, ingested_at or self.now())
 
-    def delete_bars(self, conn: Connection, ticker: str, start: dt.date, end: dt.date) -> int:
-        """Delete a ticker's bars in [start, end] (before a restatement writes them again)."""
-        return conn.execute(delete(ticker_data).where(and_(
-            ticker_data.c.ticker == ticker, ticker_data.c.trade_date >= start,
-            ticker_data.c.trade_date <= end))).rowcount
-
     def write_rejected(self, conn: Connection, rejected: pd.DataFrame, run_id: str) -> int:
         if rejected.empty:
             return 0
@@ -176,9 +162,10 @@ class Warehouse:
         return len(rows)
 
     def bars(self, tickers: Optional[Sequence[str]] = None, start: Optional[dt.date] = None,
-             end: Optional[dt.date] = None) -> pd.DataFrame:
-        """Stored bars as a bars frame (plus lineage columns), sorted by ticker and date."""
-        t = ticker_data.c
+             end: Optional[dt.date] = None, adjust: str = "split") -> pd.DataFrame:
+        """Stored bars as a bars frame (plus lineage columns), sorted by ticker and date:
+        split-adjusted (``ticker_data``), total return, or as traded (``adjust="none"``)."""
+        t = ADJUSTMENTS[adjust].c
         query = select(t.ticker, t.trade_date, t.open_price, t.high_price, t.low_price,
                        t.close_price, t.volume, t.vwap, t.num_transactions, t.run_id, t.source)
         if tickers is not None:
@@ -198,8 +185,8 @@ class Warehouse:
         return frame
 
     def latest_closes(self) -> dict[str, tuple[pd.Timestamp, float]]:
-        """Each ticker's last stored (date, close), in one query."""
-        t = ticker_data.c
+        """Each ticker's last stored (date, close as traded), in one query."""
+        t = ticker_data_raw.c
         last = select(t.ticker.label("ticker"), func.max(t.trade_date).label("last_date")) \
             .group_by(t.ticker).subquery()
         query = select(t.ticker, t.trade_date, t.close_price).join(
@@ -209,7 +196,7 @@ class Warehouse:
                     for ticker, day, close in conn.execute(query)}
 
     def stored_span(self, ticker: str) -> Optional[Interval]:
-        t = ticker_data.c
+        t = ticker_data_raw.c
         with self.engine.connect() as conn:
             first, last = conn.execute(select(func.min(t.trade_date), func.max(t.trade_date))
                                        .where(t.ticker == ticker)).one()
@@ -217,7 +204,7 @@ class Warehouse:
 
     def count_bars(self) -> int:
         with self.engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(ticker_data)).scalar_one()
+            return conn.execute(select(func.count()).select_from(ticker_data_raw)).scalar_one()
 
     # ---- runs and audit ---------------------------------------------------
     def start_run(self, row: dict) -> None:
@@ -231,6 +218,14 @@ class Warehouse:
             return
         with self.transaction() as own:
             own.execute(stmt)
+
+    def mark_abandoned(self, run_id: str, by: str, at: dt.datetime) -> None:
+        """A run whose process died holding the lock: say so, and who took over."""
+        with self.transaction() as conn:
+            conn.execute(update(ingestion_runs).where(and_(ingestion_runs.c.run_id == run_id,
+                                                           ingestion_runs.c.status == "running"))
+                         .values(status="abandoned", abandoned_by=by, abandoned_at=at, finished_at=at,
+                                 error=f"the process died; its lock was taken over by run {by}"))
 
     def run(self, run_id: str) -> Optional[dict]:
         with self.engine.connect() as conn:
@@ -285,40 +280,6 @@ class Warehouse:
                              .values(active=False))
         return {"added": sorted(current - known), "removed": removed,
                 "rejoined": sorted((current & known) - previously_active)}
-
-    # ---- splits ----------------------------------------------------------------
-    def record_splits(self, conn: Connection, splits: Sequence[dict]) -> int:
-        """Record splits, once each: the feed repeats some, and concurrent runs
-        may record the same one (an existing row is left as it is)."""
-        unique = {(s["ticker"], s["execution_date"]): s for s in splits}
-        now = self.now()
-        rows = [{"ticker": t, "execution_date": d, "split_from": s["split_from"], "split_to": s["split_to"],
-                 "recorded_at": now} for (t, d), s in sorted(unique.items())]
-        bulk.upsert_rows(conn, stock_splits, rows, key=("ticker", "execution_date"), update_existing=False)
-        return len(rows)
-
-    def unapplied_splits(self) -> list[dict]:
-        """Splits recorded but not yet applied to the stored history."""
-        c = stock_splits.c
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(c.ticker, c.execution_date).where(c.applied_run_id.is_(None))
-                                .order_by(c.ticker, c.execution_date)).all()
-        return [{"ticker": t, "execution_date": _date(d)} for t, d in rows]
-
-    def mark_split_applied(self, conn: Connection, ticker: str, run_id: str) -> None:
-        conn.execute(update(stock_splits).where(and_(stock_splits.c.ticker == ticker,
-                                                     stock_splits.c.applied_run_id.is_(None)))
-                     .values(applied_run_id=run_id))
-
-    def known_splits(self) -> dict[str, dict[dt.date, float]]:
-        """ticker -> {execution_date: split_to/split_from}."""
-        query = select(stock_splits.c.ticker, stock_splits.c.execution_date,
-                       stock_splits.c.split_from, stock_splits.c.split_to)
-        out: dict[str, dict[dt.date, float]] = {}
-        with self.engine.connect() as conn:
-            for ticker, day, split_from, split_to in conn.execute(query):
-                out.setdefault(ticker, {})[_date(day)] = float(split_to) / float(split_from)
-        return out
 
     # ---- small state ----------------------------------------------------------------
     def get_state(self, key: str) -> Optional[str]:

@@ -1,0 +1,1 @@
+"""CandleThrob schema migrations (Alembic)."""
