@@ -104,6 +104,11 @@ class UniverseError(SkippableError):
     """The S&P 500 constituents page cannot be used (the stored universe is used instead)."""
 
 
+class UniversePageRefused(UniverseError):
+    """The page arrived but is not believed (broken, truncated, padded, too short): unlike a page
+    that could not be fetched tonight, this ends the run partial so cron and Kestra notice."""
+
+
 class OutOfTimeError(CandleThrobError):
     """MAX_PROCESSING_TIME was reached in the middle of a request chain: the run stops cleanly."""
 

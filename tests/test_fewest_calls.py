@@ -11,7 +11,7 @@ from CandleThrob.planning.trading_calendar import TradingCalendar
 from CandleThrob.testing.datagen import generate_market
 from CandleThrob.testing.polygon_server import PolygonServer
 
-from ingest_helpers import API_KEY, cli, data_calls, ingest, query, stored
+from ingest_helpers import API_KEY, api_calls, cli, data_calls, ingest, query, stored
 
 END = "2024-06-14"  # a Friday
 NEXT = ["2024-06-17", "2024-06-18", "2024-06-20", "2024-06-21"]  # 06-19 is Juneteenth
@@ -35,18 +35,21 @@ def test_calls_for_backfill_nightly_new_member_and_no_ops(database_url, market):
         calls = data_calls(server)
         assert cold["tickers"] == 523 and cold["status"] == "success"
         assert len(sessions) == 503
-        assert cold["planned_calls"] == len(calls) == min(523, len(sessions)) == 503
+        assert cold["data_calls"] == len(calls) == min(523, len(sessions)) == 503
         assert sorted(c["path"] for c in calls) == sorted(_grouped(d.date()) for d in sessions)
+        # plus the corporate-actions ledger of the 523 tickers: one call to each endpoint
+        assert cold["planned_calls"] == cold["api_calls"] == 503 + 2
 
         # Nothing new: no call at all.
         mark = len(server.requests)
         assert ingest(url, server, END)["planned_calls"] == 0
         assert data_calls(server, mark) == []
 
-        # One new session: exactly one grouped call.
+        # One new session: one grouped call, the last one again (settle window), and the ledger since then.
         mark = len(server.requests)
-        ingest(url, server, NEXT[0])
-        assert [c["path"] for c in data_calls(server, mark)] == [_grouped(NEXT[0])]
+        nightly = ingest(url, server, NEXT[0])
+        assert sorted(c["path"] for c in data_calls(server, mark)) == [_grouped(END), _grouped(NEXT[0])]
+        assert nightly["planned_calls"] == nightly["api_calls"] == len(api_calls(server, mark)) == 4
 
         # A new member plus three new sessions (across a holiday): 1 range + 3 grouped.
         symbol = "NEWC"
@@ -55,10 +58,13 @@ def test_calls_for_backfill_nightly_new_member_and_no_ops(database_url, market):
         mark = len(server.requests)
         result = ingest(url, server, NEXT[3])
         paths = [c["path"] for c in data_calls(server, mark)]
-        assert sorted(paths) == sorted([_grouped(d) for d in NEXT[1:]]
+        assert sorted(paths) == sorted([_grouped(d) for d in NEXT]  # NEXT[0] again: the settle window
                                        # a new member's history: two years back from this --end
-                                       + [f"/v2/aggs/ticker/{symbol}/range/1/day/2022-06-22/2024-06-17"])
-        assert result["tickers"] == 524
+                                       + [f"/v2/aggs/ticker/{symbol}/range/1/day/2022-06-22/2024-06-14"])
+        ledger = [c["path"] for c in api_calls(server, mark) if c["path"].startswith("/stocks/")]
+        # since the last check for everyone, and the new member's own history
+        assert sorted(ledger) == ["/stocks/v1/dividends"] * 2 + ["/stocks/v1/splits"] * 2
+        assert result["tickers"] == 524 and result["planned_calls"] == result["api_calls"] == 5 + 4
 
         # An --end on a weekend or a holiday: nothing to do, no call.
         for day in ("2024-06-22", "2024-06-19"):
@@ -83,11 +89,12 @@ def test_plan_prints_calls_and_time_without_writing(tmp_path):
                         "MIN_SP500_SYMBOLS": "1"})
         assert data_calls(server) == []
     assert done.returncode == 0, done.stderr
-    # 50 tickers x 20 sessions (March 2024, Good Friday closed): 20 grouped calls.
-    assert done.stdout.splitlines()[0] == "20 calls for 1,000 missing cells: 20 grouped, 0 range"
+    # 50 tickers x 20 sessions (March 2024, Good Friday closed): 20 grouped calls, and the ledger's two.
+    assert done.stdout.splitlines()[0] == ("22 calls: 20 for 1,000 missing cells (20 grouped, 0 range), "
+                                           "2 corporate actions")
     assert "2024-03-01..2024-03-28 (20 sessions)" in done.stdout
-    assert done.stdout.splitlines()[-1] == "20 calls, 4 min at 12 s per call"
-    assert query(f"sqlite:///{db}", "SELECT COUNT(*) FROM ticker_data") == [(0,)]
+    assert done.stdout.splitlines()[-1] == "22 calls, 4 min 24 s at 12 s per call"
+    assert query(f"sqlite:///{db}", "SELECT COUNT(*) FROM ticker_data_raw") == [(0,)]
     assert query(f"sqlite:///{db}", "SELECT COUNT(*) FROM ingestion_runs") == [(0,)]
 
 

@@ -106,34 +106,34 @@ def test_killed_run_resumes_to_the_same_table(tmp_path, market):
     killed = f"sqlite:///{tmp_path / 'killed.db'}"
     with PolygonServer(market, api_key=API_KEY, today=END) as srv:
         env = {"POLYGON_API_KEY": API_KEY, "POLYGON_BASE_URL": srv.url, "BATCH_SIZE": "2",
-               "POLYGON_RATE_LIMIT": "0.08", "PARALLEL_PROCESSING": "false",
+               "POLYGON_RATE_LIMIT": "0", "PARALLEL_PROCESSING": "false",
                "SP500_URL": f"{srv.url}/wiki/List_of_S%26P_500_companies"}
         args = ["--end", END, "--tickers", ",".join(market.tickers), "--no-progress"]
-        done = cli(*args, env={**env, "DATABASE_URL": reference, "POLYGON_RATE_LIMIT": "0"})
+        done = cli(*args, env={**env, "DATABASE_URL": reference})
         assert done.returncode == 0, done.stderr
 
+        gate = srv.hold(after=4, prefix="/v2/aggs/")  # two batches answer; the run waits in the third
         proc = subprocess.Popen([sys.executable, "-m", "CandleThrob.ingestion.ingest_data", *args],
                                 env={**os.environ, **env, "DATABASE_URL": killed, "PYTHONPATH": str(ROOT)},
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        assert gate.arrived.wait(60)
+        for _ in range(1200):  # the second batch's commit follows its answers by a moment
+            if query(killed, "SELECT COUNT(DISTINCT ticker) FROM ingestion_coverage")[0][0] == 4:
+                break
             time.sleep(0.05)
-            try:
-                if query(killed, "SELECT COUNT(*) FROM ingestion_coverage")[0][0] >= 4:
-                    break
-            except Exception:  # the file or its tables do not exist yet
-                continue
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        partial = query(killed, "SELECT COUNT(DISTINCT ticker) FROM ticker_data")[0][0]
-        assert 0 < partial < len(market.tickers)  # it really died in the middle
+        gate.open()
+        assert query(killed, "SELECT COUNT(DISTINCT ticker) FROM ticker_data_raw")[0][0] == 4  # died in the middle
         assert query(killed, "SELECT status FROM ingestion_runs") == [("running",)]
 
-        resumed = cli(*args, env={**env, "DATABASE_URL": killed, "POLYGON_RATE_LIMIT": "0"})
+        resumed = cli(*args, env={**env, "DATABASE_URL": killed})
         assert resumed.returncode == 0, resumed.stderr
     pd.testing.assert_frame_equal(stored(killed), stored(reference))
-    assert query(killed, "SELECT COUNT(*) FROM (SELECT ticker, trade_date FROM ticker_data "
+    assert query(killed, "SELECT COUNT(*) FROM (SELECT ticker, trade_date FROM ticker_data_raw "
                          "GROUP BY ticker, trade_date HAVING COUNT(*) > 1) AS dup") == [(0,)]
+    # the killed run's row says what happened to it
+    assert sorted(s for (s,) in query(killed, "SELECT status FROM ingestion_runs")) == ["abandoned", "success"]
 
 
 @pytest.mark.parametrize("variable,value,allowed", [

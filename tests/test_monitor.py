@@ -97,15 +97,28 @@ def test_disabled_monitor_records_without_a_sampler_thread():
     assert set(monitor.metrics["op"]) == KEYS
 
 
-def test_real_memory_readings_are_consistent():
-    monitor = PerformanceMonitor(sample_interval=0.005)
+def test_real_memory_readings_see_an_allocation_made_and_freed_inside_the_operation():
+    readings = []
+    seen = threading.Event()
+    floor = {}
+
+    def rss() -> float:
+        value = current_rss_mb()
+        readings.append(value)
+        if floor and value >= floor["mb"] + 30:
+            seen.set()
+        return value
+
+    monitor = PerformanceMonitor(sample_interval=0.005, rss_mb=rss)
     with monitor.monitor_operation("allocate"):
+        floor["mb"] = readings[0]
         block = bytearray(32 * 1024 * 1024)
+        block[::4096] = b"x" * len(range(0, len(block), 4096))  # touch every page: now it is resident
+        assert seen.wait(10)  # the sampler has read the resident set while the block was alive
         del block
     record = monitor.metrics["allocate"]
-    assert record["memory_before_mb"] > 0
-    assert record["memory_peak_mb"] >= record["memory_before_mb"]
-    assert record["memory_peak_mb"] >= record["memory_after_mb"]
+    assert record["memory_peak_mb"] >= record["memory_before_mb"] + 30
+    assert record["memory_after_mb"] <= record["memory_peak_mb"] - 25  # freed before the end
     assert monitor.peak_rss_mb() >= record["memory_peak_mb"]
 
 

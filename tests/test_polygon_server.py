@@ -9,6 +9,7 @@ import io
 import json
 import os
 import subprocess
+import threading
 import sys
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ import urllib3
 
 from CandleThrob.bars import epoch_ms_to_session_date
 from CandleThrob.testing.datagen import (
-    ETF_TICKERS, Split, generate_market, market_data_from_files, sp500_companies,
+    ETF_TICKERS, Dividend, Split, generate_market, market_data_from_files, sp500_companies,
 )
 from CandleThrob.testing.polygon_server import RATE_LIMIT_ERROR, PolygonServer
 
@@ -235,33 +236,89 @@ def test_split_reprices_as_traded_bars_and_adjusted_divides_exactly():
         server.today = "2024-02-14"
         body = get(server, path)[1]
         assert [bar["c"] for bar in body["results"]] == raw.loc[raw["trade_date"] <= "2024-02-14", "close"].tolist()
-        assert get(server, "/v3/reference/splits")[1]["results"] == []
+        assert get(server, "/stocks/v1/splits")[1]["results"] == []
 
 
 def test_splits_endpoint_filters_sorts_and_pages():
     market = generate_market(1, START, END, seed=1)
     for ticker, day in [("MMM", "2024-01-10"), ("SPY", "2024-01-20"), ("QQQ", "2024-02-01"),
                         ("MMM", "2024-02-20"), ("TLT", "2024-03-05"), ("SPY", "2024-03-27")]:
-        market.add_split(ticker, day, 1.0, 2.0)  # served as 1 and 2, like Polygon
+        market.add_split(ticker, day, 1.0, 2.0)  # served as 1 and 2, like the vendor
     with PolygonServer(market, today="2024-03-20") as server:
-        status, body = get(server, "/v3/reference/splits")
+        status, body = get(server, "/stocks/v1/splits", sort="execution_date.desc")
         assert status == 200 and body["status"] == "OK" and "next_url" not in body
         assert [r["execution_date"] for r in body["results"]] == [
             "2024-03-05", "2024-02-20", "2024-02-01", "2024-01-20", "2024-01-10"]
-        assert set(body["results"][0]) == {"execution_date", "split_from", "split_to", "ticker", "id"}
+        assert set(body["results"][0]) == {"id", "ticker", "execution_date", "split_from", "split_to",
+                                           "adjustment_type", "historical_adjustment_factor"}
         assert [type(body["results"][0][k]) for k in ("split_from", "split_to")] == [int, int]
-        assert [r["execution_date"] for r in get(server, "/v3/reference/splits", ticker="MMM")[1]["results"]] == [
-            "2024-02-20", "2024-01-10"]
-        window = get(server, "/v3/reference/splits", order="asc", **{"execution_date.gte": "2024-01-20",
-                                                                      "execution_date.lt": "2024-03-05"})[1]
+        mmm = get(server, "/stocks/v1/splits", ticker="MMM")[1]["results"]
+        # The vendor's factor: what prices before the event are multiplied by, later splits included.
+        assert [(r["execution_date"], r["historical_adjustment_factor"], r["adjustment_type"]) for r in mmm] == [
+            ("2024-01-10", 0.25, "forward_split"), ("2024-02-20", 0.5, "forward_split")]
+        window = get(server, "/stocks/v1/splits", **{"execution_date.gte": "2024-01-20",
+                                                     "execution_date.lt": "2024-03-05"})[1]
         assert [r["ticker"] for r in window["results"]] == ["SPY", "QQQ", "MMM"]
-        pages, body = [], get(server, "/v3/reference/splits", limit="2", sort="ticker", order="asc")[1]
+        picked = get(server, "/stocks/v1/splits", **{"ticker.any_of": "QQQ,TLT"})[1]
+        assert [r["ticker"] for r in picked["results"]] == ["QQQ", "TLT"]
+        pages, body = [], get(server, "/stocks/v1/splits", limit="2", sort="ticker.asc")[1]
         while True:
             pages.append([r["ticker"] for r in body["results"]])
             if "next_url" not in body:
                 break
             body = get(server, body["next_url"])[1]
         assert pages == [["MMM", "MMM"], ["QQQ", "SPY"], ["TLT"]]
+        assert get(server, "/stocks/v1/splits", sort="price.asc")[0] == 400
+
+
+def test_dividends_endpoint_computes_the_vendors_factors():
+    market = generate_market(1, START, END, seed=1)
+    market.add_dividend(Dividend("MMM", dt.date(2024, 2, 15), 1.5, record_date=dt.date(2024, 2, 16)))
+    market.add_dividend(Dividend("MMM", dt.date(2024, 3, 14), 0.75, distribution_type="special"))
+    market.add_split("MMM", "2024-03-20", 1, 2)
+    closes = market.bars("MMM").set_index("trade_date")["close"]
+    first, second = 1 - 1.5 / closes[pd.Timestamp("2024-02-14")], 1 - 0.75 / closes[pd.Timestamp("2024-03-13")]
+    with PolygonServer(market, today="2024-03-28") as server:
+        body = get(server, "/stocks/v1/dividends", **{"ex_dividend_date.gt": "2024-01-31"})[1]
+    assert [(r["ex_dividend_date"], r["cash_amount"], r["distribution_type"]) for r in body["results"]] == [
+        ("2024-02-15", 1.5, "recurring"), ("2024-03-14", 0.75, "special")]
+    assert body["results"][0]["historical_adjustment_factor"] == pytest.approx(first * second, rel=1e-15)
+    assert body["results"][1]["historical_adjustment_factor"] == pytest.approx(second, rel=1e-15)
+    assert body["results"][0]["record_date"] == "2024-02-16" and "record_date" not in body["results"][1]
+    assert [r["split_adjusted_cash_amount"] for r in body["results"]] == [0.75, 0.375]
+
+
+def test_history_limit_answers_like_the_free_tier():
+    market = generate_market(1, "2021-01-04", END, seed=1)
+    with PolygonServer(market, today="2024-03-28", history_limit_years=2) as server:
+        status, body = get(server, "/v2/aggs/ticker/MMM/range/1/day/2022-03-25/2024-03-28")
+        assert (status, body["status"]) == (403, "NOT_AUTHORIZED")
+        assert body["message"].startswith("Your plan doesn't include this data timeframe")
+        assert get(server, "/v2/aggs/grouped/locale/us/market/stocks/2022-03-25")[0] == 403
+        assert get(server, "/v2/aggs/ticker/MMM/range/1/day/2022-03-28/2024-03-28")[0] == 200
+        assert get(server, "/stocks/v1/splits")[0] == 200  # reference data is on every plan
+
+
+def test_a_held_request_waits_for_the_gate_and_a_revision_is_served_once():
+    market = generate_market(1, START, END, seed=1)
+    with PolygonServer(market, today=END) as server:
+        day = "2024-03-28"
+        final = market.bars(start=day, end=day)
+        server.revise_after_first_answer(day, final.assign(close=final["close"] * 1.01))
+        first = get(server, f"/v2/aggs/grouped/locale/us/market/stocks/{day}")[1]["results"]
+        second = get(server, f"/v2/aggs/grouped/locale/us/market/stocks/{day}")[1]["results"]
+        assert [r["c"] for r in first] == (final["close"] * 1.01).tolist()
+        assert [r["c"] for r in second] == final["close"].tolist()
+        gate = server.hold(after=1, prefix="/v2/aggs/")
+        assert get(server, f"/v2/aggs/grouped/locale/us/market/stocks/{day}")[0] == 200  # the first passes
+        answers = []
+        waiter = threading.Thread(target=lambda: answers.append(
+            get(server, f"/v2/aggs/grouped/locale/us/market/stocks/{day}")[0]))
+        waiter.start()
+        assert gate.arrived.wait(10) and answers == []
+        gate.open()
+        waiter.join(10)
+        assert answers == [200]
 
 
 # -- auth, rate limit, faults, log ------------------------------------------------------
@@ -366,7 +423,7 @@ def test_request_log_lines_never_hold_the_key(market, tmp_path):
               apiKey="topsecret", adjusted="false")
         fetch(server, "/v2/aggs/ticker/MMM/range/1/day/2024-01-02/2024-01-05", key="topsecret2")
         fetch(server, "/wiki/List_of_S%26P_500_companies", key=None)
-        fetch(server, "/v3/reference/splits", key=None)
+        fetch(server, "/stocks/v1/splits", key=None)
     text = log.read_text()
     assert "topsecret" not in text
     lines = [json.loads(line) for line in text.splitlines()]
@@ -376,7 +433,7 @@ def test_request_log_lines_never_hold_the_key(market, tmp_path):
         ("/v2/aggs/ticker/MMM/range/1/day/2024-01-02/2024-01-05", "adjusted=false", 200),
         ("/v2/aggs/ticker/MMM/range/1/day/2024-01-02/2024-01-05", "", 200),
         ("/wiki/List_of_S%26P_500_companies", "", 200),
-        ("/v3/reference/splits", "", 401)]
+        ("/stocks/v1/splits", "", 401)]
     assert dt.datetime.fromisoformat(lines[0]["time"]).utcoffset() == dt.timedelta(0)
 
 
@@ -452,7 +509,8 @@ def test_official_client_works_against_the_server(server, market):
     grouped = client.get_grouped_daily_aggs("2024-03-11")
     assert sorted(g.ticker for g in grouped) == market.tickers
     assert client.get_grouped_daily_aggs("2024-03-10") == []
-    assert list(client.list_splits(ticker="MMM")) == []
+    assert list(client.list_stocks_splits(ticker="MMM")) == []
+    assert list(client.list_stocks_dividends(ticker="MMM")) == []
 
 
 def test_keep_alive_and_other_methods():
@@ -460,11 +518,11 @@ def test_keep_alive_and_other_methods():
     with PolygonServer(market) as server:
         connection = http.client.HTTPConnection(*server.url.removeprefix("http://").split(":"))
         for _ in range(2):
-            connection.request("GET", "/v3/reference/splits", headers={"Authorization": "Bearer k"})
+            connection.request("GET", "/stocks/v1/splits", headers={"Authorization": "Bearer k"})
             response = connection.getresponse()
             assert response.status == 200 and json.loads(response.read())["status"] == "OK"
         local_port = connection.sock.getsockname()[1]
-        connection.request("POST", "/v3/reference/splits", body=b"{}")
+        connection.request("POST", "/stocks/v1/splits", body=b"{}")
         response = connection.getresponse()
         assert response.status == 405 and response.getheader("Allow") == "GET"
         response.read()

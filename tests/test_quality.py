@@ -153,6 +153,18 @@ def test_score_is_validity_times_completeness(validator):
     assert quality.score == 0.81 and quality.ok
 
 
+def test_a_cell_asked_again_after_a_bad_answer_does_not_count_in_the_score(validator):
+    # one fresh good session, and the known-bad cell asked again and still bad (high below low)
+    frame = bars([(JAN[0], 10, 9, 11, 10, 1000), (JAN[1], 10, 11, 9, 10, 1000)])
+    plain = validator.check(frame).tickers["T"]
+    assert (plain.fetched, plain.accepted, plain.score, plain.ok) == (2, 1, 0.5, False)
+    retried = validator.check(frame, retried={("T", JAN[0])})
+    quality = retried.tickers["T"]
+    assert (quality.fetched, quality.accepted, quality.score, quality.ok) == (1, 1, 1.0, True)
+    assert list(retried.rejected["trade_date"]) == [JAN[0]]  # still rejected, with its own reason
+    assert validator.check(frame, retried={("T", JAN[1])}).tickers["T"].score == 0.5
+
+
 def test_a_late_starter_is_not_incomplete(validator):
     frame = pd.concat([clean(JAN, "OLD"), clean(JAN[10:], "NEW")], ignore_index=True)
     quality = validator.check(frame).tickers["NEW"]

@@ -156,17 +156,30 @@ def test_threads_get_distinct_slots():
     clock = FakeClock()  # stands still: every wait is the reserved offset
     lock = threading.Lock()
     waits = []
+    inside, most = [0], [0]
 
     def record(seconds):
         with lock:
             waits.append(seconds)
 
-    lim = RateLimiter(5, clock=clock, sleep=record)
+    def slow_clock() -> float:
+        # Reading the clock and reserving a slot happen under the limiter's lock: however long
+        # a read takes, no second thread may be in here at the same time.
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        threading.Event().wait(0.01)  # room for another thread to come in, if the lock let it
+        with lock:
+            inside[0] -= 1
+        return clock()
+
+    lim = RateLimiter(5, clock=slow_clock, sleep=record)
     threads = [threading.Thread(target=lim.acquire) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert most[0] == 1
     assert sorted(waits) == [12 * i for i in range(1, 8)]
     assert lim.calls == 8
 
@@ -209,3 +222,24 @@ def test_acquire_does_not_hold_the_lock_while_sleeping():
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError):
         RateLimiter(**kwargs)
+
+
+def test_the_vendors_minute_allowance_goes_at_once_then_one_call_per_interval():
+    clock = FakeClock()
+    burst = RateLimiter.per_minute_burst(12)
+    lim = RateLimiter.from_seconds(12, burst=burst, clock=clock, sleep=clock.sleep)
+    assert burst == 5
+    waits = [lim.acquire() for _ in range(7)]
+    assert waits == [0, 0, 0, 0, 0, 12, 12]  # five at once, the sixth waits 12 s, then every 12 s
+    assert clock.now == 24
+
+
+def test_a_429_after_a_burst_still_pauses_everyone_and_empties_the_bucket():
+    clock = FakeClock()
+    lim = RateLimiter.from_seconds(12, burst=5, clock=clock, sleep=clock.sleep)
+    for _ in range(3):
+        lim.acquire()
+    lim.on_rate_limited(30)
+    assert lim.acquire() == 30  # not before Retry-After, however full the bucket was
+    assert lim.acquire() == 24  # and then spaced, at the doubled interval, not as a burst
+    assert RateLimiter.per_minute_burst(0) == 1 and RateLimiter.per_minute_burst(0.2) == 300

@@ -43,7 +43,7 @@ def test_report_json_logs_and_no_secret_anywhere(tmp_path, market, postgres_serv
     run_id = data["run_id"]
     assert data["status"] == "success" and data["exit_code"] == 0
     assert data["rows_written"] == 24 * 31  # 24 tickers x 31 sessions from 2024-02-01 to 03-15
-    assert data["api_calls_by_endpoint"] == {"range": 24}
+    assert data["api_calls_by_endpoint"] == {"range": 24, "splits": 1, "dividends": 1}
     assert set(data["outcomes"]) == set(market.tickers)
     assert data["outcomes"]["SPY"]["bars_written"] == 31 and data["outcomes"]["SPY"]["quality_score"] == 1.0
     assert data["metrics"]["complete_ingestion"]["success"] is True
@@ -116,5 +116,47 @@ def test_progress_bar_on_a_terminal(tmp_path, market):
     with PolygonServer(market, api_key=SECRET_KEY, today=END) as server:
         shown = run()
         hidden = run("--no-progress")
-    assert "ingest: 100%" in shown and "24/24" in shown and "bars=744" in shown and "api_calls=24" in shown
+    # the ledger's two calls count among the HTTP calls made, not among the 24 planned bar calls
+    assert "ingest: 100%" in shown and "24/24" in shown and "bars=744" in shown and "api_calls=26" in shown
     assert "ingest:" not in hidden
+
+
+def test_the_bar_moves_with_every_call_and_its_eta_knows_the_rate_limit():
+    import io
+
+    from CandleThrob.reporting.progress import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    bar = Progress(total=25, enabled=True, seconds_per_call=12.0, stream=terminal)
+    for made in range(1, 4):  # three calls of a batch of 25: the bar moved three times, not zero
+        bar.called(api_calls=made)
+    assert bar._bar.n == 3
+    # 22 calls left: at least 12 s each whatever the pace so far, so 4 min 24 s
+    assert bar.eta_seconds() >= 22 * 12.0
+    bar.stored(bars_written=1500)
+    bar.close()
+    assert "3/25" in terminal.getvalue() and "bars=1500" in terminal.getvalue() and "eta=4m" in terminal.getvalue()
+
+
+def test_a_report_sent_to_a_pipe_is_streamed_not_renamed_over_it(tmp_path):
+    # Regression: `--report /dev/null` renamed a temporary file over the device, turning /dev/null into a
+    # regular file for every later process on the machine. A FIFO shows the same thing without root.
+    import os
+    import threading
+
+    from CandleThrob.reporting.report import check_report_path, write_report
+
+    fifo = tmp_path / "report.pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text(encoding="utf-8")))
+    reader.start()
+    check_report_path(fifo)
+    write_report(fifo, {"run_id": "r1", "status": "success"})
+    reader.join()
+    assert json.loads(received[0]) == {"run_id": "r1", "status": "success"}
+    assert not fifo.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["report.pipe"]

@@ -1,23 +1,37 @@
-"""A bad night: faults, rate limits, stalls, signals, concurrent runs, a wrong key."""
+"""A bad night: faults, rate limits, stalls, signals, concurrent runs, a wrong key, budgets.
+
+No test here waits for a race to turn out right: a run that must be caught in
+the middle is held at a known request by the server's gate (``PolygonServer.hold``)
+until the test has done what it came to do.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 
 import pandas as pd
 import pytest
+from sqlalchemy import create_engine, update
+from sqlalchemy.exc import OperationalError
 
-from CandleThrob.testing.datagen import generate_market
+from CandleThrob.ingestion.pipeline import CompleteDataIngestion, RunOptions
+from CandleThrob.reporting.monitor import MemoryBudget
+from CandleThrob.testing.datagen import MarketData, generate_market
 from CandleThrob.testing.polygon_server import PolygonServer
+from CandleThrob.warehouse.schema import ingestion_lock
+from CandleThrob.warehouse.storage import Warehouse
 
-from ingest_helpers import API_KEY, ROOT, cli, data_calls, ingest, query, stored
+from ingest_helpers import API_KEY, ROOT, cli, data_calls, ingest, make_config, query, stored
 
 HISTORY = ("2023-01-03", "2024-03-28")
 END = "2024-03-15"
+AGGS = "/v2/aggs/"
 
 
 @pytest.fixture(scope="module")
@@ -40,20 +54,26 @@ def _popen(args, env) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for(predicate, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def _covered(url: str) -> int:
+    try:
+        return query(url, "SELECT COUNT(DISTINCT ticker) FROM ingestion_coverage")[0][0]
+    except Exception:  # the file or its tables do not exist yet
+        return 0
+
+
+def _until(predicate, what: str) -> None:
+    """Wait for a state the run reaches by itself (a commit), bounded; no outcome depends on when."""
+    done = threading.Event()
+    for _ in range(1200):
         if predicate():
             return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
+        done.wait(0.05)
+    raise AssertionError(f"never reached: {what}")
 
 
-def _coverage_rows(url: str) -> int:
-    try:
-        return query(url, "SELECT COUNT(*) FROM ingestion_coverage")[0][0]
-    except Exception:
-        return 0
+def _ingestion(url: str, server, **overrides) -> CompleteDataIngestion:
+    now = dt.datetime(2024, 3, 16, 12, tzinfo=dt.timezone.utc)
+    return CompleteDataIngestion(make_config(url, server, **overrides), clock=lambda: now)
 
 
 def test_twenty_percent_faults_end_with_the_same_table(database_url, tmp_path, market40):
@@ -68,31 +88,31 @@ def test_twenty_percent_faults_end_with_the_same_table(database_url, tmp_path, m
     assert result["status"] == "success", result["outcomes"]
     assert len(faults) >= 5 and {"5xx", "reset", "truncated"} <= set(faults)
     # each failed attempt cost exactly one extra call, and each was retried
-    assert result["api_calls"] - 40 == sum(result["retries_by_category"].values()) >= len(faults)
+    assert result["api_calls"] - result["planned_calls"] == sum(result["retries_by_category"].values()) >= len(faults)
     pd.testing.assert_frame_equal(stored(database_url), stored(clean_url))
 
 
 def test_server_rate_limit_costs_a_handful_of_429s(sqlite_url, market40):
-    # 5 calls per 1 s window on the server; the client paces itself at the same rate.
+    # 5 calls per 1 s window on the server; the client paces itself at the same rate, one at a time.
     with PolygonServer(market40, api_key=API_KEY, today=END, calls_per_minute=5, window_seconds=1,
                        send_retry_after=True) as server:
-        result = ingest(sqlite_url, server, END, rate_limit_seconds=0.2, max_retries=5)
+        result = ingest(sqlite_url, server, END, rate_limit_seconds=0.2, rate_burst=1, max_retries=5)
         limited = [r for r in server.requests if r["status"] == 429]
     assert result["status"] == "success"
     assert len(limited) <= 3
     assert result["rows_written"] == len(market40.bars(start="2022-03-16", end=END))
 
 
-def test_a_stalled_response_is_retried_within_the_timeout(sqlite_url, market40):
+def test_a_stalled_response_is_cut_at_the_deadline_and_retried(sqlite_url, market40):
+    # A stall lasts until the server stops: only the client's deadline can end it.
     with PolygonServer(market40, api_key=API_KEY, today=END, fault_rate=0.3, fault_kinds=["slow"],
-                       seed=3, stall_seconds=20) as server:
-        result = ingest(sqlite_url, server, END, request_timeout=0.3, max_retries=8, max_workers=8)
+                       seed=3, stall_seconds=3600) as server:
+        result = ingest(sqlite_url, server, END, request_timeout=0.5, max_retries=8, max_workers=8)
     stalls = sum(r["fault"] == "slow" for r in server.requests)
     assert stalls >= 5
     assert result["status"] == "success"
-    # Every stall ended in a read timeout and a retry: had the client waited the
-    # server's 20 s out, those answers would have been 200s, not network retries.
-    assert result["retries_by_category"]["network"] == stalls
+    # Every stall ended in the client's deadline and a retry (a retry can itself meet a stall).
+    assert result["retries_by_category"]["api"] + result["retries_by_category"]["network"] >= stalls
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["TERM", "INT"])
@@ -102,18 +122,20 @@ def test_a_signal_marks_interrupted_and_the_next_run_completes(database_url, tmp
     args = ["--end", END, "--no-progress"]
     with PolygonServer(market40, api_key=API_KEY, today=END) as server:
         assert cli(*args, env=_env(server, reference)).returncode == 0
-        proc = _popen(args, _env(server, url, BATCH_SIZE=2, POLYGON_RATE_LIMIT=0.1, PARALLEL_PROCESSING="false"))
-        _wait_for(lambda: _coverage_rows(url) >= 2)
-        proc.send_signal(signum)
+        gate = server.hold(after=4, prefix=AGGS)  # two batches of two answer, the fifth call waits
+        proc = _popen(args, _env(server, url, BATCH_SIZE=2, PARALLEL_PROCESSING="false"))
+        assert gate.arrived.wait(60)
+        _until(lambda: _covered(url) == 4, "the second batch committed")
+        proc.send_signal(signum)  # the run is inside the held request: the signal cuts it
         out, err = proc.communicate(timeout=60)
+        gate.open()
         assert proc.returncode == code, err
-        assert "interrupted" in out
-        runs = query(url, "SELECT status FROM ingestion_runs")
-        assert runs == [("interrupted",)]
-        # Consistent: every ticker with bars is covered, and its bars are all there.
+        assert "interrupted" in out and "Traceback" not in err
+        assert query(url, "SELECT status FROM ingestion_runs") == [("interrupted",)]
+        # Consistent: exactly the two committed batches, every ticker with bars covered.
         covered = {t for (t,) in query(url, "SELECT DISTINCT ticker FROM ingestion_coverage")}
-        with_bars = {t for (t,) in query(url, "SELECT DISTINCT ticker FROM ticker_data")}
-        assert with_bars == covered and 0 < len(covered) < 40
+        with_bars = {t for (t,) in query(url, "SELECT DISTINCT ticker FROM ticker_data_raw")}
+        assert with_bars == covered and len(covered) == 4
         assert query(url, "SELECT COUNT(*) FROM ingestion_lock") == [(0,)]
         resumed = cli(*args, env=_env(server, url))
         assert resumed.returncode == 0, resumed.stderr
@@ -124,31 +146,38 @@ def test_second_concurrent_run_exits_4_naming_the_holder(database_url, market40)
     url = database_url
     args = ["--end", END, "--no-progress"]
     with PolygonServer(market40, api_key=API_KEY, today=END) as server:
-        first = _popen(args, _env(server, url, BATCH_SIZE=2, POLYGON_RATE_LIMIT=0.05,
-                                  PARALLEL_PROCESSING="false"))
-        _wait_for(lambda: _coverage_rows(url) >= 1)
+        gate = server.hold(after=0, prefix=AGGS)  # the first run holds its lock, waiting at its first call
+        first = _popen(args, _env(server, url))
+        assert gate.arrived.wait(60)
         second = cli(*args, env=_env(server, url))
         assert second.returncode == 4
         assert f"pid {first.pid}" in second.stderr and "another run holds the lock" in second.stderr
+        gate.open()
         assert first.wait(timeout=120) == 0
-    assert query(url, "SELECT COUNT(*) FROM (SELECT ticker, trade_date FROM ticker_data "
+    assert query(url, "SELECT COUNT(*) FROM (SELECT ticker, trade_date FROM ticker_data_raw "
                       "GROUP BY ticker, trade_date HAVING COUNT(*) > 1) AS dup") == [(0,)]
     assert query(url, "SELECT status, COUNT(*) FROM ingestion_runs GROUP BY status") == [("success", 1)]
 
 
-def test_a_stale_lock_from_a_killed_run_does_not_block(database_url, market40):
+def test_a_stale_lock_from_a_killed_run_is_taken_over_and_the_run_marked_abandoned(database_url, market40):
     url = database_url
     args = ["--end", END, "--no-progress"]
     with PolygonServer(market40, api_key=API_KEY, today=END) as server:
-        victim = _popen(args, _env(server, url, BATCH_SIZE=2, POLYGON_RATE_LIMIT=0.05,
-                                   PARALLEL_PROCESSING="false"))
-        _wait_for(lambda: _coverage_rows(url) >= 1)
+        gate = server.hold(after=2, prefix=AGGS)
+        victim = _popen(args, _env(server, url, BATCH_SIZE=2, PARALLEL_PROCESSING="false"))
+        assert gate.arrived.wait(60)
         victim.kill()
         victim.wait()
+        gate.open()
         assert query(url, "SELECT pid FROM ingestion_lock") == [(victim.pid,)]
-        after = cli(*args, env=_env(server, url))
+        victim_run = query(url, "SELECT run_id FROM ingestion_runs")[0][0]
+        after = cli(*args, "--report", "/dev/null", env=_env(server, url))
         assert after.returncode == 0, after.stderr
     assert query(url, "SELECT COUNT(*) FROM ingestion_lock") == [(0,)]
+    rows = query(url, f"SELECT status, abandoned_by, abandoned_at FROM ingestion_runs WHERE run_id = '{victim_run}'")
+    taker = query(url, f"SELECT run_id FROM ingestion_runs WHERE run_id <> '{victim_run}'")[0][0]
+    assert rows[0][0] == "abandoned" and rows[0][1] == taker and rows[0][2] is not None
+    assert "took over the lock 'main'" in after.stderr
 
 
 def test_wrong_key_exits_3_quickly_without_showing_the_key(tmp_path, market40):
@@ -161,7 +190,7 @@ def test_wrong_key_exits_3_quickly_without_showing_the_key(tmp_path, market40):
         unauthorized = [r for r in server.requests if r["status"] == 401]
     assert done.returncode == 3
     assert "refused the key" in done.stderr
-    assert 1 <= len(unauthorized) <= 4  # the workers in flight, not the remaining 40 calls
+    assert 1 <= len(unauthorized) <= 4  # the calls in flight, not the remaining 40
     assert wrong not in done.stdout + done.stderr
     assert query(url, "SELECT status FROM ingestion_runs") == [("failed",)]
 
@@ -176,7 +205,7 @@ def test_grouped_days_answered_empty_are_retried_not_recorded(database_url, tmp_
         result = ingest(database_url, server, END, start="2024-03-04", max_retries=8)
         empty = sum(r["fault"] == "null_results" for r in server.requests)
     assert result["grouped_calls"] == 10 and empty >= 2
-    assert result["api_calls"] == 10 + empty
+    assert result["api_calls"] == 10 + 2 + empty  # the days, the ledger's two calls, and a retry per empty day
     assert result["status"] == "success"
     pd.testing.assert_frame_equal(stored(database_url), stored(clean_url))
 
@@ -187,29 +216,48 @@ def test_time_budget_stops_at_a_batch_boundary_and_the_next_run_resumes(tmp_path
     args = ["--end", END, "--no-progress"]
     with PolygonServer(market40, api_key=API_KEY, today=END) as server:
         assert cli(*args, env=_env(server, reference)).returncode == 0
-        slow = _env(server, url, BATCH_SIZE=2, POLYGON_RATE_LIMIT=0.15, PARALLEL_PROCESSING="false",
-                    MAX_PROCESSING_TIME=1)
-        stopped = cli(*args, "--report", str(tmp_path / "r.json"), env=slow)
-        assert stopped.returncode == 1, stopped.stderr
-        assert "stopped early (max_processing_time)" in stopped.stdout
-        report = __import__("json").loads((tmp_path / "r.json").read_text())
-        assert report["status"] == "partial" and 0 < report["remaining_calls"] < 40
-        assert report["api_calls"] + report["remaining_calls"] == 40
+        gate = server.hold(after=2, prefix=AGGS)  # the first batch answers; the second waits
+        proc = _popen([*args, "--report", str(tmp_path / "r.json")],
+                      _env(server, url, BATCH_SIZE=2, PARALLEL_PROCESSING="false", MAX_PROCESSING_TIME=1))
+        assert gate.arrived.wait(60)
+        threading.Event().wait(1.5)  # the budget is wall time: let a whole second of it pass, held here
+        gate.open()
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 1, err
+        assert "stopped early (max_processing_time)" in out
+        report = json.loads((tmp_path / "r.json").read_text())
+        # The held batch completes and is kept; the budget stops the run before the third.
+        assert report["status"] == "partial" and report["remaining_calls"] == 36
+        assert report["api_calls_by_endpoint"] == {"range": 4, "splits": 1, "dividends": 1}
+        assert _covered(url) == 4
         resumed = cli(*args, env=_env(server, url))
         assert resumed.returncode == 0
     pd.testing.assert_frame_equal(stored(url), stored(reference))
 
 
-def test_memory_budget_stops_cleanly_before_exceeding_it(tmp_path, market40):
-    url = f"sqlite:///{tmp_path / 'run.db'}"
+def test_a_memory_budget_below_what_the_process_needs_is_a_usage_error(tmp_path, market40):
+    db = tmp_path / "run.db"
     with PolygonServer(market40, api_key=API_KEY, today=END) as server:
-        # Any Python process with pandas is past 90% of 64 MB: the run stops before its first batch.
-        done = cli("--end", END, "--no-progress", env=_env(server, url, MAX_MEMORY_USAGE=64))
+        # Any Python process with pandas is past 90% of 64 MB before it fetches anything.
+        done = cli("--end", END, "--no-progress", env=_env(server, f"sqlite:///{db}", MAX_MEMORY_USAGE=64))
         assert data_calls(server) == []
-    assert done.returncode == 1
-    assert "stopped early (max_memory_usage): 40 calls left" in done.stdout
-    assert query(url, "SELECT COUNT(*) FROM ticker_data") == [(0,)]
-    assert query(url, "SELECT status FROM ingestion_runs") == [("partial",)]
+    assert done.returncode == 2
+    assert "MAX_MEMORY_USAGE=64 is not allowed: expected more than" in done.stderr
+    assert not db.exists()  # checked before the database was touched
+
+
+def test_memory_budget_stops_cleanly_at_a_batch_boundary(sqlite_url, market40):
+    # Read at the start, before the first batch, then after it: the budget is crossed there.
+    readings = iter([100.0] * 2 + [2000.0] * 1000)
+    budget = MemoryBudget(1024, rss_mb=lambda: next(readings))
+    with PolygonServer(market40, api_key=API_KEY, today=END) as server:
+        ingestion = CompleteDataIngestion(make_config(sqlite_url, server, batch_size=5, max_workers=1),
+                                          clock=lambda: dt.datetime(2024, 3, 16, 12, tzinfo=dt.timezone.utc),
+                                          memory_budget=budget)
+        result = ingestion.run(RunOptions(end=dt.date(2024, 3, 15)))
+        ingestion.warehouse.dispose()
+    assert result["exit_code"] == 1 and result["stopped"] == "max_memory_usage"
+    assert result["remaining_calls"] == 35 and _covered(sqlite_url) == 5
 
 
 def test_a_grouped_day_that_keeps_failing_is_partial_and_fetched_next_run(database_url, tmp_path, market40):
@@ -220,13 +268,13 @@ def test_a_grouped_day_that_keeps_failing_is_partial_and_fetched_next_run(databa
     with PolygonServer(market40, api_key=API_KEY, today="2024-03-01") as server:
         ingest(database_url, server, "2024-03-01", start="2024-02-01")
         server.fault_rate, server.fault_kinds = 1.0, ("5xx",)
-        first = ingest(database_url, server, "2024-03-04", max_retries=1)  # the day fails twice
-        assert first["exit_code"] == 1 and first["failed_grouped_days"] == ["2024-03-04"]
+        first = ingest(database_url, server, "2024-03-04", max_retries=1)  # the days fail twice
+        assert first["exit_code"] == 1 and first["failed_grouped_days"] == ["2024-03-01", "2024-03-04"]
         server.fault_rate = 0.0
         mark = len(server.requests)
         second = ingest(database_url, server, "2024-03-06")
-        assert sorted(c["path"][-10:] for c in data_calls(server, mark)) == ["2024-03-04", "2024-03-05",
-                                                                            "2024-03-06"]
+        assert sorted(c["path"][-10:] for c in data_calls(server, mark)) == ["2024-03-01", "2024-03-04",
+                                                                            "2024-03-05", "2024-03-06"]
     assert second["exit_code"] == 0 and second["rows_rejected"] == 0
     pd.testing.assert_frame_equal(stored(database_url), stored(reference))
 
@@ -237,12 +285,82 @@ def test_a_grouped_day_with_far_fewer_tickers_than_usual_is_not_taken(sqlite_url
     bars = market40.bars()
     glitch = pd.Timestamp("2024-03-04")
     thin = bars[(bars["trade_date"] != glitch) | bars["ticker"].isin(market40.tickers[:5])]
-    from CandleThrob.testing.datagen import MarketData
     thin_market = MarketData(thin, constituents=market40.constituents)
     with PolygonServer(thin_market, api_key=API_KEY, today="2024-03-01") as server:
         ingest(sqlite_url, server, "2024-03-01", start="2024-02-01")  # 21 grouped days of 40 tickers
-        result = ingest(sqlite_url, server, "2024-03-04", max_retries=2)
+        result = ingest(sqlite_url, server, "2024-03-04", max_retries=2, settle_sessions=0)
         assert result["failed_grouped_days"] == ["2024-03-04"] and result["exit_code"] == 1
         assert [r["path"][-10:] for r in data_calls(server)].count("2024-03-04") == 3  # 1 + 2 retries
-    assert query(sqlite_url, "SELECT COUNT(*) FROM ticker_data WHERE trade_date = '2024-03-04'") == [(0,)]
+    assert query(sqlite_url, "SELECT COUNT(*) FROM ticker_data_raw WHERE trade_date = '2024-03-04'") == [(0,)]
     assert query(sqlite_url, "SELECT MAX(covered_to) FROM ingestion_coverage") == [("2024-03-01",)]
+
+
+# ---- tests that fail when the mechanism they are named for is removed ---------------------------
+
+class _FailsOnTheThirdWrite(Warehouse):
+    """The bars write of the third batch fails after its coverage rows were written."""
+
+    writes = 0
+
+    def write_bars(self, conn, bars, run_id, ingested_at=None):  # noqa: ANN001
+        type(self).writes += 1
+        if type(self).writes == 3:
+            raise OperationalError("INSERT INTO ticker_data_raw", {}, Exception("disk I/O error"))
+        return super().write_bars(conn, bars, run_id, ingested_at)
+
+
+def test_a_batch_whose_bars_write_fails_leaves_no_coverage_behind(database_url, tmp_path, market40):
+    reference = f"sqlite:///{tmp_path / 'reference.db'}"
+    with PolygonServer(market40, api_key=API_KEY, today=END) as server:
+        ingest(reference, server, END)
+        _FailsOnTheThirdWrite.writes = 0
+        warehouse = _FailsOnTheThirdWrite(create_engine(database_url))
+        warehouse.create_schema()
+        config = make_config(database_url, server, batch_size=5, max_workers=1)
+        now = dt.datetime(2024, 3, 16, 12, tzinfo=dt.timezone.utc)
+        broken = CompleteDataIngestion(config, warehouse=warehouse, clock=lambda: now).run(
+            RunOptions(end=dt.date(2024, 3, 15)))
+        warehouse.dispose()
+        assert broken["exit_code"] == 3 and "disk I/O error" in broken["error"]
+        assert _covered(database_url) == 10  # the first two batches; the third took its coverage back
+        assert ingest(database_url, server, END)["exit_code"] == 0
+    pd.testing.assert_frame_equal(stored(database_url), stored(reference))
+
+
+def test_a_run_whose_lock_is_taken_away_writes_nothing_more_and_exits_4(database_url, market40):
+    with PolygonServer(market40, api_key=API_KEY, today=END) as server:
+        gate = server.hold(after=5, prefix=AGGS)
+        ingestion = _ingestion(database_url, server, batch_size=5, max_workers=1)
+        results = []
+        worker = threading.Thread(target=lambda: results.append(ingestion.run(RunOptions(end=dt.date(2024, 3, 15)))))
+        worker.start()
+        assert gate.arrived.wait(60)
+        _until(lambda: _covered(database_url) == 5, "the first batch committed")
+        engine = create_engine(database_url)
+        with engine.begin() as conn:  # another run takes the lock over
+            conn.execute(update(ingestion_lock).values(run_id="another-run"))
+        engine.dispose()
+        before = stored(database_url)
+        gate.open()
+        worker.join(120)
+        ingestion.warehouse.dispose()
+    assert results[0]["exit_code"] == 4 and "was taken over by another run" in results[0]["error"]
+    pd.testing.assert_frame_equal(stored(database_url), before)
+    assert _covered(database_url) == 5
+
+
+def test_the_heartbeat_advances_while_a_batch_waits(database_url, market40):
+    with PolygonServer(market40, api_key=API_KEY, today=END) as server:
+        gate = server.hold(after=0, prefix=AGGS)
+        ingestion = CompleteDataIngestion(make_config(database_url, server), heartbeat_seconds=0.2)
+        worker = threading.Thread(target=lambda: ingestion.run(RunOptions(end=dt.date(2024, 3, 15))))
+        worker.start()
+        assert gate.arrived.wait(60)
+        started = query(database_url, "SELECT started_at, heartbeat_at FROM ingestion_lock")[0]
+        # Nothing is committed while the run waits at the gate: only the heartbeat thread writes.
+        _until(lambda: query(database_url, "SELECT heartbeat_at FROM ingestion_lock")[0][0] > started[1],
+               "a heartbeat while the batch waits")
+        gate.open()
+        worker.join(120)
+        ingestion.warehouse.dispose()
+    assert query(database_url, "SELECT COUNT(*) FROM ingestion_lock") == [(0,)]

@@ -34,7 +34,7 @@ from CandleThrob.warehouse.storage import Warehouse
 
 log = logging.getLogger("CandleThrob.actions")
 LEDGER_THROUGH = "ledger_through"
-ANY_OF_CHUNK = 400  # tickers per ``ticker.any_of`` request: a URL of a few kilobytes
+ANY_OF_CHUNK = 600  # tickers per ``ticker.any_of`` request: the index in one URL of about 3 KB
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class LedgerPlan:
         history = sum(1 for c in self.calls if c.tickers) // 2
         lines = [f"corporate actions: {len(self.calls)} calls (splits and dividends"
                  + (f"; {history} history request(s) for tickers the ledger does not know yet" if history else "")
-                 + "), one more per extra page of 1,000 events"]
+                 + "), one more per extra page of 5,000 events"]
         return lines
 
 

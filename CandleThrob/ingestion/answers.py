@@ -31,23 +31,28 @@ class Answers:
     wanted: list[pd.DataFrame] = field(default_factory=list)
 
 
-def read_answers(state: RunState, results: list[CallResult], wanted_on: dict, missing: dict) -> Answers:
+def read_answers(state: RunState, results: list[CallResult], wanted_on: dict, missing: dict,
+                 previous: dict) -> Answers:
+    """``previous``: ticker -> (date, close) of its last stored bar; a ticker that never traded
+    before a day cannot be missing from it (it was not listed yet)."""
     answers = Answers()
     for result in results:
         if isinstance(result.call, GroupedCall):
-            _grouped(state, result, wanted_on.get(result.call.session, set()), answers)
+            _grouped(state, result, wanted_on.get(result.call.session, set()), answers, previous)
         else:
             _range(state, result, missing.get(result.call.ticker), answers)
     return answers
 
 
-def gaps_and_fills(answers: Answers, accepted: pd.DataFrame, rejected: pd.DataFrame
+def gaps_and_fills(answers: Answers, accepted: pd.DataFrame, rejected: pd.DataFrame, quarantined: list[str]
                    ) -> tuple[list[Gap], pd.DataFrame]:
-    """Cells asked that yielded no valid bar (gaps), and the (ticker, trade_date) keys that did."""
+    """Cells asked that yielded no valid bar (gaps), and the (ticker, trade_date) keys that did.
+    A quarantined ticker has no gaps: none of its cells counts as asked, all are asked again."""
     filled = accepted[["ticker", "trade_date"]]
     if not answers.wanted:
         return [], filled
     wanted = pd.concat(answers.wanted, ignore_index=True)
+    wanted = wanted[~wanted["ticker"].isin(quarantined)]
     got = pd.MultiIndex.from_frame(filled)
     open_cells = wanted[~pd.MultiIndex.from_frame(wanted[["ticker", "trade_date"]]).isin(got)]
     if open_cells.empty:
@@ -65,7 +70,7 @@ def gaps_and_fills(answers: Answers, accepted: pd.DataFrame, rejected: pd.DataFr
     return gaps, filled
 
 
-def _grouped(state: RunState, result: CallResult, wanted: set[str], answers: Answers) -> None:
+def _grouped(state: RunState, result: CallResult, wanted: set[str], answers: Answers, previous: dict) -> None:
     day = result.call.session.date()
     if result.error is not None:
         if isinstance(result.error, HistoryWindowError):
@@ -75,6 +80,7 @@ def _grouped(state: RunState, result: CallResult, wanted: set[str], answers: Ans
             state.outcomes[ticker].flag("grouped_days_failed", [str(day)])
             answers.touched.add(ticker)
         state.failed_days.append(str(day))
+        state.failed_day_errors[str(day)] = str(result.error)
         log.error("grouped day %s failed: %s", day, result.error)
         return
     bars = result.bars[result.bars["ticker"].isin(wanted)]
@@ -84,9 +90,10 @@ def _grouped(state: RunState, result: CallResult, wanted: set[str], answers: Ans
             answers.touched.add(ticker)
     for ticker in wanted:
         answers.coverage.setdefault(ticker, []).append((day, day))
-    answers.wanted.append(pd.DataFrame({"ticker": np.array(sorted(wanted), dtype=object),
-                                        "trade_date": np.full(len(wanted), np.datetime64(day, "ns")),
-                                        "empty": np.zeros(len(wanted), dtype=bool)}))
+    traded = sorted(t for t in wanted if t in previous and previous[t][0] < pd.Timestamp(day))
+    answers.wanted.append(pd.DataFrame({"ticker": np.array(traded, dtype=object),
+                                        "trade_date": np.full(len(traded), np.datetime64(day, "ns")),
+                                        "empty": np.zeros(len(traded), dtype=bool)}))
     answers.frames.append(bars.assign(source=_column(len(bars), "grouped")))
 
 
@@ -106,11 +113,14 @@ def _range(state: RunState, result: CallResult, missing: pd.DatetimeIndex, answe
         return
     empty = result.bars.empty
     asked = pd.DatetimeIndex([]) if missing is None else missing[(missing >= call.start) & (missing <= call.end)]
+    if not empty:  # before its first bar and after its last the ticker was not listed: nothing is missing
+        dates = result.bars["trade_date"].dropna()
+        asked = asked[(asked >= dates.min()) & (asked <= dates.max())] if len(dates) else asked[:0]
     answers.wanted.append(pd.DataFrame({"ticker": _column(len(asked), call.ticker),
                                         "trade_date": asked.values.astype("datetime64[ns]"),
                                         "empty": np.full(len(asked), empty)}))
     if empty and len(asked):
-        # Not a day without trading: a ticker the run expects has no bar at all in the span.
+        # Not days without trading: a ticker the run expects has no bar at all in the span.
         outcome.status = "failed"
         outcome.error = (f"the source answered OK but with no bars from {call.start.date()} to "
                          f"{call.end.date()}; the cells are asked again on later runs")

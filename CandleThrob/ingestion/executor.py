@@ -175,13 +175,14 @@ class BatchExecutor:
     def store(self, state: RunState, planned: PlannedRun, results: list[CallResult], wanted_on: dict,
               previous: dict, splits: dict, typical: int, grouped: bool) -> None:
         """Validate and write one batch."""
-        answers = read_answers(state, results, wanted_on, planned.missing)
+        answers = read_answers(state, results, wanted_on, planned.missing, previous)
         bars = with_source(concat_bars(answers.frames))
-        check = self.validator.check(bars, end=state.end, splits=splits, previous_close=previous, gaps=not grouped)
+        check = self.validator.check(bars, end=state.end, splits=splits, previous_close=previous, gaps=not grouped,
+                                   retried=planned.retried)
         quarantined = check.quarantine_low_scores()
         for ticker in quarantined:
             answers.coverage.pop(ticker, None)  # asked again next run: the vendor may have fixed it
-        gaps, filled = gaps_and_fills(answers, check.accepted, check.rejected)
+        gaps, filled = gaps_and_fills(answers, check.accepted, check.rejected, quarantined)
         write = Write(coverage=answers.coverage, touched=answers.touched, gaps=gaps, filled=filled)
         write.touched |= state.record_check(check, quarantined, bars, self.config.min_data_quality_score)
         write.touched |= self._revisions(state, planned.settle, check.accepted)

@@ -320,7 +320,7 @@ class CompleteDataIngestion:
             self.warehouse.update_run(state.run_id, {
                 **state.totals(), "api_calls": stats.total, "status": state.status, "exit_code": state.exit_code,
                 "failed_stage": state.failed_stage, **state.gaps, "finished_at": self.warehouse.now(),
-                "error": (state.error or None) and state.error[:2000]})
+                "error": (state.error or "; ".join(state.problems()))[:2000] or None})
         except Exception as exc:  # the database itself may be what failed
             log.error("could not record the run's end: %s", exc)
         result = run_result(state, work, stats, seconds=self.clock.monotonic() - state.started,

@@ -97,6 +97,7 @@ class RunState:
     started: float  # the clock's monotonic time at the start
     outcomes: dict[str, TickerOutcome] = field(default_factory=dict)
     failed_days: list[str] = field(default_factory=list)  # grouped days that kept failing
+    failed_day_errors: dict[str, str] = field(default_factory=dict)  # day -> why
     stopped: Optional[str] = None  # the budget that stopped the run early
     remaining_calls: int = 0
     actions_feed_error: Optional[str] = None  # the splits or dividends feed failed
@@ -157,6 +158,22 @@ class RunState:
                              f"MIN_DATA_QUALITY_SCORE {min_score}")
             log.error("%s quarantined: %s", ticker, outcome.error)
         return touched
+
+    def problems(self) -> list[str]:
+        """Why a run that ran to its end is partial, one line per cause (stored as the run's error)."""
+        lines = [f"grouped day {day} failed: {self.failed_day_errors.get(day, 'no answer')}"
+                 for day in self.failed_days]
+        failed = self.failed_tickers()
+        if failed:
+            first = self.outcomes[failed[0]]
+            lines.append(f"{len(failed)} tickers failed or quarantined, e.g. {failed[0]}: {first.error}")
+        if self.stopped:
+            lines.append(f"stopped early by {self.stopped} with {self.remaining_calls} calls left")
+        if self.actions_feed_error:
+            lines.append(f"corporate-actions feed failed: {self.actions_feed_error}")
+        if self.universe_refused:
+            lines.append(f"universe: {self.universe_refused}")
+        return lines
 
     def settle(self) -> None:
         """A run that ran to its end: success, or partial when anything is left to do."""

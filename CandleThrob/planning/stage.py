@@ -37,6 +37,7 @@ class PlannedRun:
     tickers: list[str]  # the tickers this run (or shard) is responsible for
     settle: frozenset = frozenset()  # sessions asked again to settle them
     retries: int = 0  # pending cells asked again
+    retried: frozenset = frozenset()  # those cells, as (ticker, session) pairs
     floor: Optional[dt.date] = None  # the key's history window starts here
     unreachable: int = 0  # cells before the floor, not asked
     starts: dict = field(default_factory=dict)  # ticker -> the first date its bars cover after this run
@@ -89,7 +90,9 @@ class CallPlanner:
             if stored or asked:
                 starts[ticker] = min(stored + asked)
         return PlannedRun(plan, missing, tickers, settle=frozenset(settle),
-                          retries=sum(len(v) for v in retries.values()), floor=floor, unreachable=unreachable,
+                          retries=sum(len(v) for v in retries.values()),
+                          retried=frozenset((t, pd.Timestamp(d)) for t, days in retries.items() for d in days),
+                          floor=floor, unreachable=unreachable,
                           starts=starts)
 
     def due_to_settle(self, end: pd.Timestamp) -> list[dt.date]:

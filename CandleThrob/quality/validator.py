@@ -46,6 +46,10 @@ With no fetched bar, validity is 1; with no accepted bar, completeness is 1.
 So a clean complete ticker scores 1, a ticker with nothing fetched scores 1
 and has nothing to write, and one whose every bar is rejected scores 0.
 
+A bar asked again for a cell already on record as a gap (``retried``) that is
+rejected again is left out of ``fetched``: a known hole in the vendor's data
+is already counted, and must not quarantine the fresh sessions beside it.
+
 A ticker is ``ok`` when ``score >= min_score``. ``quarantine_low_scores``
 moves the accepted bars of the others to the rejected ones with reason
 ``low_quality_score``: a ticker below the minimum writes nothing.
@@ -67,7 +71,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Optional
+from typing import Collection, Iterable, Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -218,7 +222,7 @@ class DataQualityValidator:
     def check(self, bars: pd.DataFrame, *, end: Optional[DateLike] = None,
               splits: Optional[Mapping[str, Iterable[DateLike]]] = None,
               previous_close: Optional[Mapping[str, tuple[DateLike, float]]] = None,
-              gaps: bool = True) -> QualityResult:
+              gaps: bool = True, retried: Collection = frozenset()) -> QualityResult:
         """Apply the row rules to a multi-ticker bars frame and score each ticker.
 
         ``splits``: ticker -> dates of the splits on record (their moves are expected).
@@ -226,7 +230,8 @@ class DataQualityValidator:
         reference for the first new bar of an incremental run.
         ``gaps=False`` when the frame is not each ticker's own series (grouped
         days, one answer per session): a ticker absent from one of them is a
-        fact about that day, not a hole in an answer, so completeness is 1."""
+        fact about that day, not a hole in an answer, so completeness is 1.
+        ``retried``: (ticker, session) cells asked again after a bad answer."""
         end = pd.Timestamp(end).normalize() if end is not None else None
         dates = bars["trade_date"].dropna()
         sessions = (self.calendar.sessions_in_range(dates.min(), dates.max()) if len(dates)
@@ -235,7 +240,8 @@ class DataQualityValidator:
         bad = flags.any(axis=1)
         reasons, detail = self._explain(bars[bad], flags[bad], end)
         rejected = bars[bad].assign(reasons=reasons, detail=detail)
-        tickers = self._ticker_quality(bars, flags, ~bad, sessions, splits or {}, previous_close or {}, gaps)
+        tickers = self._ticker_quality(bars, flags, ~bad, sessions, splits or {}, previous_close or {}, gaps,
+                                       _known_bad(rejected, retried))
         return QualityResult(accepted=bars[~bad], rejected=rejected, tickers=tickers)
 
     def _row_flags(self, bars: pd.DataFrame, end: Optional[pd.Timestamp],
@@ -305,7 +311,8 @@ class DataQualityValidator:
 
     def _ticker_quality(self, bars: pd.DataFrame, flags: pd.DataFrame, good: pd.Series,
                         sessions: pd.DatetimeIndex, splits: Mapping, previous_close: Mapping,
-                        gaps: bool = True) -> dict[str, TickerQuality]:
+                        gaps: bool = True, known_bad: Optional[Mapping[str, int]] = None
+                        ) -> dict[str, TickerQuality]:
         accepted = bars[good]
         span = accepted.groupby("ticker")["trade_date"].agg(["min", "max", "size"])
         span["expected"] = (sessions.searchsorted(span["max"], side="right")
@@ -325,7 +332,7 @@ class DataQualityValidator:
         for ticker, fetched in bars["ticker"].value_counts(sort=False).sort_index().items():
             ticker_span = spans.get(ticker, nothing_accepted)
             tickers[ticker] = TickerQuality(
-                ticker=ticker, fetched=int(fetched), accepted=int(ticker_span["size"]),
+                ticker=ticker, fetched=int(fetched) - (known_bad or {}).get(ticker, 0), accepted=int(ticker_span["size"]),
                 expected_sessions=int(ticker_span["expected"]),
                 missing_sessions=missing.get(ticker, []),
                 first_date=ticker_span["min"], last_date=ticker_span["max"],
@@ -370,6 +377,15 @@ class DataQualityValidator:
         position = self.calendar.sessions_in_range(days[0], days[-1]).get_indexer(days)
         cuts = np.flatnonzero(np.diff(position) != 1) + 1
         return [list(run) for run in np.split(np.array(days, dtype=object), cuts)]
+
+
+def _known_bad(rejected: pd.DataFrame, retried: Collection) -> dict[str, int]:
+    """Per ticker: rejected bars on cells that were asked again because of an earlier bad answer."""
+    if not retried or rejected.empty:
+        return {}
+    cells = pd.MultiIndex.from_arrays([rejected["ticker"], rejected["trade_date"].dt.normalize()])
+    again = rejected["ticker"][cells.isin(list(retried))]
+    return again.value_counts().to_dict()
 
 
 def _gaps(present: pd.DataFrame, sessions: pd.DatetimeIndex) -> dict[str, list[pd.Timestamp]]:

@@ -29,7 +29,10 @@ def plan_result(work: "Work", end: pd.Timestamp, seconds_per_call: float, verify
     """What ``--plan`` prints and returns: every call the run would make, and its time."""
     planned, plan = work.planned, work.planned.plan
     total = total_calls(work, verify_calls)
-    lines = plan.describe(seconds_per_call).splitlines()[:-1]
+    head = (f"{count_text(total, 'call')}: {plan.calls:,} for {count_text(plan.missing_cells, 'missing cell')} "
+            f"({len(plan.grouped)} grouped, {len(plan.ranges)} range), {len(work.ledger.calls)} corporate actions"
+            + (f", {verify_calls} verify" if verify_calls else ""))
+    lines = [head] + plan.describe(seconds_per_call).splitlines()[1:-1]
     if planned.settle:
         lines.append(f"settle window: {', '.join(sorted(d.isoformat() for d in planned.settle))} asked again "
                      "(values can still change after the close)")
@@ -68,7 +71,7 @@ def run_result(state: RunState, work: "Work", stats: SourceStats, *, seconds: fl
         **state.totals(), "api_calls": stats.total,
         "api_calls_by_endpoint": dict(stats.calls), "failed_api_calls": dict(stats.failed_calls),
         "retries_by_category": dict(stats.retries_by_category), "rate_limited": stats.rate_limited,
-        "failed_grouped_days": state.failed_days, "actions_feed_error": state.actions_feed_error,
+        "failed_grouped_days": state.failed_days, "problems": state.problems(), "actions_feed_error": state.actions_feed_error,
         "corporate_actions": state.actions, "factors_refreshed": len(state.factors_refreshed),
         "universe_refused": state.universe_refused, "revised_bars": state.revised,
         "settled_sessions": sorted(d.isoformat() for d in state.settled),
@@ -114,6 +117,8 @@ def summary(result: dict) -> str:
     if result.get("stopped"):
         lines.append(f"  stopped early ({result['stopped']}): {result['remaining_calls']} calls left; "
                      "the next run resumes")
+    days = [p for p in result.get("problems") or () if p.startswith("grouped day")]
+    lines += [f"  {problem}" for problem in days[:5]] + ([f"  ... {len(days) - 5} more days"] if len(days) > 5 else [])
     if result.get("error"):
         where = f" (in {result['failed_stage']})" if result.get("failed_stage") else ""
         lines.append(f"  error{where}: {result['error']}")
@@ -125,6 +130,10 @@ def check_report_path(path: Path) -> None:
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"--report {path} is a directory; expected a file path such as {path / 'report.json'}")
+    if _is_special(path):
+        if not os.access(path, os.W_OK):
+            raise ConfigError(f"--report {path} cannot be written; expected a writable file")
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         probe = _temporary(path)
@@ -140,9 +149,19 @@ def write_report(path: Path, result: dict, secrets: Sequence[str] = ()) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = scrub(json.dumps(result, indent=2, default=str, sort_keys=True), secrets)
+    if _is_special(path):
+        # /dev/null, /dev/stdout or a pipe: renaming over it would replace the device with a file.
+        with open(path, "w", encoding="utf-8") as stream:
+            stream.write(text + "\n")
+        return
     tmp = _temporary(path)
     tmp.write_text(text + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+def _is_special(path: Path) -> bool:
+    """A device or pipe the report is streamed into rather than replaced."""
+    return path.exists() and not path.is_file()
 
 
 def _temporary(path: Path) -> Path:

@@ -49,8 +49,8 @@ from CandleThrob.source.ratelimit import RateLimiter
 from CandleThrob.source.retry import RetryPolicy
 
 RANGE_LIMIT = 50_000  # the aggregates endpoint's maximum bars per page
-LEDGER_LIMIT = 1_000  # events per page asked of the splits and dividends endpoints
-MAX_LEDGER_PAGES = 200  # 200,000 events: far beyond any real answer to our filters
+LEDGER_LIMIT = 5_000  # events per page asked of the splits and dividends endpoints (their maximum)
+MAX_LEDGER_PAGES = 100  # 500,000 events: far beyond any real answer to our filters
 # How Polygon says a request reaches before the key's plan allows (free tier: two years).
 _HISTORY_WINDOW_SIGNS = ("doesn't include this data timeframe", "NOT_AUTHORIZED")
 

@@ -78,7 +78,8 @@ class RateLimiter:
     @staticmethod
     def per_minute_burst(seconds_between_calls: float) -> int:
         """The vendor counts calls per minute: after a pause, a minute's allowance may go at once."""
-        return max(1, int(60 // seconds_between_calls)) if seconds_between_calls > 0 else 1
+        # a hair over the quotient, so that 60 / 0.2 counts as the 300 it is, not 299.999...
+        return max(1, int(60 / seconds_between_calls + 1e-9)) if seconds_between_calls > 0 else 1
 
     @classmethod
     def from_seconds(cls, seconds_between_calls: float, **options) -> "RateLimiter":

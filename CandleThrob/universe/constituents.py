@@ -11,7 +11,7 @@ from lxml import etree
 
 from CandleThrob import __version__
 from CandleThrob.config import MIN_SP500_SYMBOLS, AdvancedBatchConfig, redact_http_url
-from CandleThrob.errors import CandleThrobError, InvalidTickerError, UniverseError
+from CandleThrob.errors import CandleThrobError, InvalidTickerError, UniverseError, UniversePageRefused
 from CandleThrob.source.http import HttpGuard
 from CandleThrob.universe.tickers import clean_ticker
 
@@ -45,14 +45,15 @@ def parse_constituents_html(html: str) -> pd.DataFrame:
     # A row with nothing in it is a spacer; a company row without a symbol is a broken page.
     spacer = blank & frame[["name", "sector"]].fillna("").astype(str).apply(lambda c: c.str.strip() == "").all(axis=1)
     if (blank & ~spacer).any():
-        raise UniverseError(f"constituents table has {int((blank & ~spacer).sum())} company rows without a symbol")
+        raise UniversePageRefused(f"constituents table has {int((blank & ~spacer).sum())} company rows without a "
+                                  "symbol")
     frame = frame[~blank]
     try:
         frame["ticker"] = frame["ticker"].map(clean_ticker)
     except InvalidTickerError as exc:
         # One junk cell means vandalism or a layout change; the caller falls back to the
         # stored universe instead of ingesting a universe we cannot vouch for.
-        raise UniverseError(f"constituents table has an invalid symbol: {exc}") from exc
+        raise UniversePageRefused(f"constituents table has an invalid symbol: {exc}") from exc
     # A symbol listed twice counts once; padding a page with copies to pass the floor
     # still shows as removals, which UniverseStage limits.
     return frame.drop_duplicates("ticker").reset_index(drop=True)
@@ -71,11 +72,11 @@ def _constituents_table(html: str) -> pd.DataFrame:
         except ValueError:  # no table#constituents: the pre-2019 layout
             candidates = pd.read_html(io.StringIO(html), **options)
     except (ValueError, etree.LxmlError) as exc:
-        raise UniverseError(f"no tables in the constituents page: {exc}") from exc
+        raise UniversePageRefused(f"no tables in the constituents page: {exc}") from exc
     for table in candidates:
         if any(column in table.columns for column in SYMBOL_COLUMNS):
             return table
-    raise UniverseError(f"no table with a {' or '.join(SYMBOL_COLUMNS)} column in the constituents page")
+    raise UniversePageRefused(f"no table with a {' or '.join(SYMBOL_COLUMNS)} column in the constituents page")
 
 
 def fetch_page(url: str, *, http: Optional[HttpGuard] = None, timeout: float = 30.0) -> str:
@@ -107,12 +108,10 @@ def fetch_constituents(url: Optional[str] = None, *, http: Optional[HttpGuard] =
     url = url or AdvancedBatchConfig().sp500_url  # SP500_URL, else Wikipedia
     try:
         constituents = parse_constituents_html(fetch_page(url, http=http, timeout=timeout))
-    except UniverseError as exc:
-        if "cannot fetch" in str(exc):
-            raise
-        raise UniverseError(f"{exc} (from {redact_http_url(url)})") from None
+    except UniversePageRefused as exc:
+        raise UniversePageRefused(f"{exc} (from {redact_http_url(url)})") from None
     if len(constituents) < min_symbols:
-        raise UniverseError(
+        raise UniversePageRefused(
             f"only {len(constituents)} S&P 500 symbols found at {redact_http_url(url)}, at least {min_symbols} "
             "required; refusing to shrink the universe")
     return constituents

@@ -17,7 +17,7 @@ from typing import Callable, Optional, Sequence
 import pandas as pd
 
 from CandleThrob.clock import Clock
-from CandleThrob.errors import UniverseError, UniverseUnavailableError
+from CandleThrob.errors import UniverseError, UniversePageRefused, UniverseUnavailableError
 from CandleThrob.universe.tickers import ETF_TICKERS
 from CandleThrob.warehouse.storage import Warehouse
 
@@ -54,6 +54,10 @@ class UniverseStage:
                 raise UniverseUnavailableError(
                     f"cannot build the ticker universe: {exc}; and no universe is stored yet. "
                     "Pass --tickers A,B,... to choose tickers yourself.") from None
+            if isinstance(exc, UniversePageRefused):
+                log.error("constituents page refused: %s; using the %d stored members instead", exc, len(stored))
+                return Universe(list(stored["ticker"]), refused=str(exc))
+            # Unreachable tonight is not a wrong page: last night's members are still the members.
             log.warning("constituents page unavailable (%s); using the %d stored members", exc, len(stored))
             return Universe(list(stored["ticker"]))
         refused = self._refusal(constituents, stored)

@@ -11,7 +11,7 @@ A ``rejected`` or ``empty`` cell is pending at once. An ``absent`` one only once
 it lies between the ticker's first and last stored bar: before a listing or
 after a delisting the ticker did not trade, and nothing is missing. A pending
 cell is asked again on the run whose ``--end`` reaches ``next_try``: the next
-session, then 2, 4, ... sessions later. After ``max_retries`` such retries it is
+run, then 1, 3, 7, ... sessions later. After ``max_retries`` such retries it is
 a vendor hole: recorded, reported, never asked again.
 """
 
@@ -112,7 +112,9 @@ class GapStore:
         return holes
 
     def _next_try(self, end: pd.Timestamp, tries: int) -> dt.date:
-        """The session ``2**tries`` sessions after ``end``: the next one, then 2, 4, ..."""
-        step = 2 ** min(tries, 6)  # at most 64 sessions, about three months
+        """``2**tries - 1`` sessions after ``end``: any later run first, then 1, 3, 7, ... sessions on."""
+        step = 2 ** min(tries, 6) - 1  # at most 63 sessions, about three months
+        if step == 0:
+            return end.date()
         sessions = self.calendar.sessions_in_range(end + pd.Timedelta(days=1), end + pd.Timedelta(days=3 * step + 10))
         return (sessions[step - 1] if len(sessions) >= step else end + pd.Timedelta(days=2 * step)).date()
