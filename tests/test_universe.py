@@ -14,7 +14,7 @@ from CandleThrob.config import MIN_SP500_SYMBOLS
 from CandleThrob.errors import InvalidTickerError, UniverseError
 from CandleThrob.source.http import HttpGuard
 from CandleThrob.universe.constituents import (
-    USER_AGENT, fetch_constituents, get_sp500_tickers, parse_constituents_html,
+    fetch_constituents, get_sp500_tickers, parse_constituents_html,
 )
 from CandleThrob.universe.tickers import ETF_TICKERS, clean_ticker, get_etf_tickers, parse_ticker_list
 

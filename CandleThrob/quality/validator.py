@@ -332,7 +332,8 @@ class DataQualityValidator:
         for ticker, fetched in bars["ticker"].value_counts(sort=False).sort_index().items():
             ticker_span = spans.get(ticker, nothing_accepted)
             tickers[ticker] = TickerQuality(
-                ticker=ticker, fetched=int(fetched) - (known_bad or {}).get(ticker, 0), accepted=int(ticker_span["size"]),
+                ticker=ticker, fetched=int(fetched) - (known_bad or {}).get(ticker, 0),
+                accepted=int(ticker_span["size"]),
                 expected_sessions=int(ticker_span["expected"]),
                 missing_sessions=missing.get(ticker, []),
                 first_date=ticker_span["min"], last_date=ticker_span["max"],
