@@ -43,7 +43,7 @@ from CandleThrob.reporting.report import plan_result, run_result
 from CandleThrob.source.polygon import PolygonSource, SourceStats
 from CandleThrob.universe.constituents import fetch_constituents
 from CandleThrob.universe.stage import UniverseStage
-from CandleThrob.warehouse.engine import create_db_engine
+from CandleThrob.warehouse.engine import create_db_engine, database_label
 from CandleThrob.warehouse.gaps import GapStore
 from CandleThrob.warehouse.lock import RunLock
 from CandleThrob.warehouse.storage import Warehouse
@@ -119,7 +119,8 @@ class CompleteDataIngestion:
     @property
     def warehouse(self) -> Warehouse:
         if self._warehouse is None:
-            warehouse = Warehouse(create_db_engine(self.config), clock=self.clock)
+            warehouse = Warehouse(create_db_engine(self.config), clock=self.clock,
+                                  label=database_label(self.config))
             warehouse.create_schema()
             self._warehouse = warehouse
         return self._warehouse

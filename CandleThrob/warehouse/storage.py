@@ -45,8 +45,9 @@ def _date(value: Any) -> Optional[dt.date]:
 class Warehouse:
     """The SQL side of CandleThrob, over one SQLAlchemy engine."""
 
-    def __init__(self, engine: Engine, clock: Optional[Clock] = None):
+    def __init__(self, engine: Engine, clock: Optional[Clock] = None, label: Optional[str] = None):
         self.engine = engine
+        self.label = label  # how messages name the database (engine.database_label)
         self.backend = engine.dialect.name
         self.clock = clock or Clock()
 
@@ -76,7 +77,7 @@ class Warehouse:
         return None
 
     def describe(self) -> str:
-        return self.engine.url.render_as_string(hide_password=True)
+        return self.label or self.engine.url.render_as_string(hide_password=True)
 
     def dispose(self) -> None:
         self.engine.dispose()
