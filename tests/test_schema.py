@@ -46,11 +46,11 @@ def test_the_migrations_build_exactly_the_declared_schema(database_url):
     engine = create_engine(database_url)
     assert Warehouse(engine).create_schema() is None  # a new database: no version found before
     with engine.connect() as conn:
-        assert migrate.current(conn) == migrate.head() == "0002"
+        assert migrate.current(conn) == migrate.head() == "0004"
         # Alembic's own autogenerate finds nothing to change between the database and the code.
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
         assert sorted(inspect(conn).get_view_names()) == ["ticker_data", "ticker_data_total"]
-    assert Warehouse(engine).create_schema() == "0002"  # a second time: nothing to do
+    assert Warehouse(engine).create_schema() == "0004"  # a second time: nothing to do
     engine.dispose()
 
 
@@ -73,4 +73,4 @@ def test_oracle_ddl_of_every_revision_compiles_offline():
         "AND ticker_data_raw.trade_date >= adjustment_factors.valid_from "
         "AND ticker_data_raw.trade_date <= adjustment_factors.valid_to")
     assert '"' not in sql  # a quoted identifier would be case-sensitive in Oracle
-    assert "UPDATE alembic_version SET version_num='0002'" in sql
+    assert "UPDATE alembic_version SET version_num='0004'" in sql

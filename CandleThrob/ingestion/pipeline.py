@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import pandas as pd
@@ -35,14 +35,17 @@ from CandleThrob.ingestion.writer import BatchWriter
 from CandleThrob.logs import set_run_context
 from CandleThrob.planning.stage import YOUNG_SESSIONS, CallPlanner, PlannedRun
 from CandleThrob.planning.trading_calendar import TradingCalendar
-from CandleThrob.planning.window import history_floor, learn_history_window, resolve_end, validate_start
+from CandleThrob.planning.window import (
+    default_start, history_floor, learn_history_window, resolve_end, validate_start,
+)
 from CandleThrob.quality.validator import DataQualityValidator
 from CandleThrob.reporting.monitor import MemoryBudget, PerformanceMonitor
 from CandleThrob.reporting.progress import Progress
 from CandleThrob.reporting.report import plan_result, run_result
 from CandleThrob.source.polygon import PolygonSource, SourceStats
-from CandleThrob.universe.constituents import fetch_constituents
-from CandleThrob.universe.stage import UniverseStage
+from CandleThrob.universe.pages import ConstituentsPage, fetch_constituents_page
+from CandleThrob.universe.pit import wanted_spans
+from CandleThrob.universe.stage import Universe, UniverseStage
 from CandleThrob.warehouse.engine import create_db_engine, database_label
 from CandleThrob.warehouse.gaps import GapStore
 from CandleThrob.warehouse.lock import RunLock
@@ -72,6 +75,10 @@ class Work:
     ledger: LedgerPlan
     legacy: dict  # ticker -> first date, of a first-release warehouse still to upgrade
     universe_refused: Optional[str]
+    tickers: list = field(default_factory=list)  # everything planned: current members, then former ones
+    spans: dict = field(default_factory=dict)  # ticker -> the days its bars are wanted (point in time)
+    former: list = field(default_factory=list)  # former members and earlier symbols inside the window
+    former_calls: int = 0  # what they add to the plan (none when grouped days carry them)
 
 
 @contextlib.contextmanager
@@ -96,7 +103,7 @@ class CompleteDataIngestion:
                  warehouse: Optional[Warehouse] = None, source: Optional[PolygonSource] = None,
                  calendar: Optional[TradingCalendar] = None,
                  clock: Union[Clock, Callable[[], dt.datetime], None] = None,
-                 universe_fetcher: Optional[Callable[[], pd.DataFrame]] = None,
+                 universe_fetcher: Optional[Callable[[], ConstituentsPage]] = None,
                  stop_event: Optional[threading.Event] = None, heartbeat_seconds: float = 60.0,
                  memory_budget: Optional[MemoryBudget] = None):
         self.config = config or AdvancedBatchConfig()
@@ -112,7 +119,7 @@ class CompleteDataIngestion:
         self._started = self.clock.monotonic()
         self.heartbeat_seconds = heartbeat_seconds
         self.memory_budget = memory_budget or MemoryBudget(self.config.max_memory_usage)
-        self.universe_fetcher = universe_fetcher or (lambda: fetch_constituents(
+        self.universe_fetcher = universe_fetcher or (lambda: fetch_constituents_page(
             self.config.sp500_url, timeout=self.config.request_timeout, min_symbols=self.config.min_sp500_symbols))
 
     # ---- injected collaborators, built on first use --------------------------------
@@ -192,12 +199,12 @@ class CompleteDataIngestion:
             end = resolve_end(options.end, self.calendar, self.clock)
             validate_start(options.start, self.config.history_start, end)
         with stage("universe"):
-            universe = UniverseStage(self.warehouse, self.universe_fetcher, self.clock,
+            universe = UniverseStage(self.warehouse, self.universe_fetcher, self.clock, calendar=self.calendar,
                                      max_symbols=self.config.max_sp500_symbols,
                                      max_changes=self.config.max_universe_changes).resolve(
                 options.tickers, record=not options.plan_only)
         with stage("plan"):
-            work = self._plan(universe.tickers, end, options, universe.refused)
+            work = self._plan(universe, end, options)
         if options.plan_only:
             verify_calls = len(work.planned.tickers) if options.verify_adjustments else 0
             return plan_result(work, end, self.config.rate_limit_seconds, verify_calls)
@@ -217,25 +224,37 @@ class CompleteDataIngestion:
                      "actions) for %d missing cells", len(state.tickers), end.date(), work.planned.plan.calls,
                      len(work.planned.plan.grouped), len(work.planned.plan.ranges), len(work.ledger.calls),
                      work.planned.plan.missing_cells)
-            self._run_stages(state, work, universe.tickers, options, lock)
+            self._run_stages(state, work, options, lock)
         finally:
             lock.release()
         return self._finish(state, work)
 
-    def _plan(self, universe: Sequence[str], end: pd.Timestamp, options: RunOptions,
-              refused: Optional[str]) -> Work:
+    def _plan(self, universe: Universe, end: pd.Timestamp, options: RunOptions) -> Work:
         floor = history_floor(self.config.history_years, self.warehouse, self.clock)
         planner = CallPlanner(self.warehouse, self.calendar, self._gaps(), self.config.history_start,
                               self.config.settle_sessions)
-        planned = planner.plan(universe, end, start=options.start, full_refresh=options.full_refresh,
-                               shard=options.shard, floor=floor)
+        tickers, spans = list(universe.tickers), {}
+        if universe.membership is not None:
+            window_start = pd.Timestamp(options.start) if options.start else \
+                default_start(end, self.config.history_start)
+            spans = wanted_spans(universe.membership, set(tickers), window_start, end, self.config.former_members)
+            tickers += sorted(set(spans) - set(tickers))
+        former = tickers[len(universe.tickers):]
+        planned = planner.plan(tickers, end, start=options.start, full_refresh=options.full_refresh,
+                               shard=options.shard, floor=floor, spans=spans)
+        former_calls = 0
+        if former:  # what the former members cost: the same plan without them
+            former_calls = planned.plan.calls - planner.plan(
+                universe.tickers, end, start=options.start, full_refresh=options.full_refresh, shard=options.shard,
+                floor=floor, spans=spans).plan.calls
         legacy = upgrade.legacy_starts(self.warehouse)
         ledger_plan = LedgerPlan()
         if not options.verify_adjustments and (options.shard is None or options.shard[0] == 1):
             starts = {**planned.starts, **{t: min(d, planned.starts.get(t, d)) for t, d in legacy.items()}}
             ledger_plan = LedgerStage(lambda: self.source, self.warehouse, None).plan(
                 starts, end, has_work=bool(planned.plan.calls or legacy), unfiltered=self.config.universe == "all")
-        return Work(planned, ledger_plan, legacy, refused)
+        return Work(planned, ledger_plan, legacy, universe.refused, tickers=tickers, spans=spans, former=former,
+                    former_calls=former_calls)
 
     def _gaps(self) -> GapStore:
         return GapStore(self.warehouse, self.calendar, self.config.max_cell_retries)
@@ -250,7 +269,7 @@ class CompleteDataIngestion:
                                      default=str),
             "version": __version__})
 
-    def _run_stages(self, state: RunState, work: Work, universe: Sequence[str], options: RunOptions,
+    def _run_stages(self, state: RunState, work: Work, options: RunOptions,
                     lock: RunLock) -> None:
         writer = BatchWriter(self.warehouse, lock, self.calendar, self._gaps(), audit=self.config.enable_audit_trail,
                              run_totals=lambda: {**state.totals(), "api_calls": self._stats().total})
@@ -269,7 +288,7 @@ class CompleteDataIngestion:
                             upgrade.convert(self.warehouse, lock, sorted(work.legacy))
                             changed |= set(work.legacy)
                     with stage("fetch"):
-                        self._fetch(state, work, universe, options, writer, ledger)
+                        self._fetch(state, work, options, writer, ledger)
                     with stage("corporate actions"):
                         ledger.refresh_factors(state, changed | ledger.touched_by_bars(state))
                 self._check_stop()  # a signal during a run with nothing to fetch still counts
@@ -284,8 +303,8 @@ class CompleteDataIngestion:
             self._finish(state, work)
             raise
 
-    def _fetch(self, state: RunState, work: Work, universe: Sequence[str], options: RunOptions,
-               writer: BatchWriter, ledger: LedgerStage) -> None:
+    def _fetch(self, state: RunState, work: Work, options: RunOptions, writer: BatchWriter,
+               ledger: LedgerStage) -> None:
         """Fetch the plan; if the key's history window refused calls the run did not know
         about, learn the window and fetch what is reachable of the same cells."""
         executor = BatchExecutor(self.config, lambda: self.source, self.warehouse, writer, self.validator,
@@ -299,8 +318,8 @@ class CompleteDataIngestion:
                 floor = learn_history_window(self.warehouse, self.clock)
                 planned = CallPlanner(self.warehouse, self.calendar, self._gaps(), self.config.history_start,
                                       self.config.settle_sessions).plan(
-                    universe, state.end, start=options.start, full_refresh=options.full_refresh,
-                    shard=options.shard, floor=floor)
+                    work.tickers, state.end, start=options.start, full_refresh=options.full_refresh,
+                    shard=options.shard, floor=floor, spans=work.spans)
                 state.unreachable = planned.unreachable
                 executor.run(state, planned, ledger.split_dates(), progress)
         finally:

@@ -41,6 +41,10 @@ def plan_result(work: "Work", end: pd.Timestamp, seconds_per_call: float, verify
     if planned.floor is not None and planned.unreachable:
         lines.append(f"history window: {planned.unreachable:,} cells before {planned.floor} are older than this "
                      "key's plan serves (POLYGON_HISTORY_YEARS); not asked")
+    if work.former:
+        lines.append(f"point in time: {len(work.former)} former members or earlier symbols inside the window "
+                     f"(FORMER_MEMBERS), {work.former_calls:+d} calls for them"
+                     + (" (the grouped days carry them)" if work.former_calls == 0 else ""))
     lines += work.ledger.describe()
     if verify_calls:
         lines.append(f"verify adjustments: {verify_calls} range calls with adjusted=true, one per ticker")
@@ -53,6 +57,7 @@ def plan_result(work: "Work", end: pd.Timestamp, seconds_per_call: float, verify
             "calls": total, "data_calls": plan.calls, "grouped_calls": len(plan.grouped),
             "range_calls": len(plan.ranges), "ledger_calls": len(work.ledger.calls), "verify_calls": verify_calls,
             "missing_cells": plan.missing_cells, "unreachable_cells": planned.unreachable,
+            "former_members": len(work.former), "former_member_calls": work.former_calls,
             "history_floor": planned.floor.isoformat() if planned.floor else None, "plan_text": "\n".join(lines)}
 
 
@@ -68,6 +73,7 @@ def run_result(state: RunState, work: "Work", stats: SourceStats, *, seconds: fl
         "planned_calls": total_calls(work, state.verify_calls),
         "data_calls": plan.calls, "grouped_calls": len(plan.grouped), "range_calls": len(plan.ranges),
         "ledger_calls": len(work.ledger.calls), "missing_cells": plan.missing_cells,
+        "former_members": len(work.former), "former_member_calls": work.former_calls,
         **state.totals(), "api_calls": stats.total,
         "api_calls_by_endpoint": dict(stats.calls), "failed_api_calls": dict(stats.failed_calls),
         "retries_by_category": dict(stats.retries_by_category), "rate_limited": stats.rate_limited,

@@ -157,6 +157,58 @@ ticker_universe = Table(
     Column("first_seen", Date, nullable=False),
     Column("last_seen", Date, nullable=False),
     Column("active", Flag, nullable=False),
+    Column("cik", String(10)),  # the SEC's id of the company, from the constituents page
+)
+
+# Who was in the index on which days (universe/membership.py): one row per stay of a
+# symbol, rebuilt from each believed constituents page and the tool's own sightings.
+# first_day NULL: before the changes table begins; last_day NULL: still a member.
+index_members = Table(
+    "index_members", metadata,
+    Column("ticker", TICKER, nullable=False),
+    Column("stay", Integer, nullable=False),  # 0, 1, ... per ticker, in date order
+    Column("security_id", String(32), nullable=False),
+    Column("cik", String(10)),
+    Column("name", String(255)),
+    Column("sector", String(128)),
+    Column("first_day", Date),
+    Column("last_day", Date),
+    PrimaryKeyConstraint("ticker", "stay", name="pk_index_members"),
+)
+
+# Which symbol each security had, when (universe/securities.py). Bars stay keyed by the
+# symbol as traded; reading a security across renames goes through this table.
+symbol_history = Table(
+    "symbol_history", metadata,
+    Column("ticker", TICKER, nullable=False),
+    Column("stay", Integer, nullable=False),
+    Column("security_id", String(32), nullable=False),
+    Column("valid_from", Date),
+    Column("valid_to", Date),
+    PrimaryKeyConstraint("ticker", "stay", name="pk_symbol_history"),
+)
+
+# What the membership reconstruction met and did with it (universe/anomalies.py).
+membership_anomalies = Table(
+    "membership_anomalies", metadata,
+    Column("anomaly_id", String(40), primary_key=True),  # a digest of the row: stable across rebuilds
+    Column("kind", String(32), nullable=False),
+    Column("event_date", Date),
+    Column("ticker", TICKER),
+    Column("detail", String(2000)),
+    Column("action", String(255)),
+)
+
+# Renames the vendor's ticker events settled (a date the constituents page cannot give).
+symbol_changes = Table(
+    "symbol_changes", metadata,
+    Column("new_ticker", TICKER, nullable=False),
+    Column("change_date", Date, nullable=False),
+    Column("old_ticker", TICKER),
+    Column("security_id", String(32)),
+    Column("source", String(32), nullable=False),
+    Column("run_id", RUN_ID, nullable=False),
+    PrimaryKeyConstraint("new_ticker", "change_date", name="pk_symbol_changes"),
 )
 
 # The corporate-actions ledger, one row per vendor event (its id, or one derived
