@@ -35,14 +35,14 @@ DAILY_RELEASES = [("2024-05-13", "4.50", "2024-05-14"), ("2024-05-14", ".", "202
                   ("2024-05-15", "4.52", "2024-05-16")]
 
 
-def revised_data() -> FredData:
+def revised_data(cpi_releases: list[tuple[str, str, str]] = CPI_RELEASES) -> FredData:
     """CPITEST: monthly, each month revised twice (the latest ones not yet);
     DAILYTEST: a daily series with FRED's "." on 2024-05-14."""
     data = FredData()
     data.add_series("CPITEST", SeriesMeta("Test Consumer Prices", "Index 1982-1984=100", "Index", "Monthly", "M",
                                           "Seasonally Adjusted", "SA", "Test data."))
     data.add_series("DAILYTEST", SeriesMeta("Test Daily Yield", "Percent", "%", "Daily", "D"))
-    for date, value, released in CPI_RELEASES:
+    for date, value, released in cpi_releases:
         data.publish("CPITEST", date, value, released)
     for date, value, released in DAILY_RELEASES:
         data.publish("DAILYTEST", date, value, released)
