@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl
 import pytest
 from macro_helpers import CPI_VINTAGES, KEY, TODAY, revised_data
 
-from CandleThrob.ingestion.errors import AuthenticationError, RateLimitedError, RetriableError, SkippableError
+from CandleThrob.errors import AuthenticationError, RateLimitedError, RetriableError, SkippableError
 from CandleThrob.macro.fred import (
     EARLIEST_REALTIME,
     MISSING_VALUE,

@@ -10,8 +10,8 @@ import pytest
 from macro_helpers import CPI_RELEASES, CPI_VINTAGES, KEY, OPEN, TODAY, revised_data
 from sqlalchemy import select
 
-from CandleThrob.ingestion.config import AdvancedBatchConfig
-from CandleThrob.ingestion.engine import create_db_engine
+from CandleThrob.config import AdvancedBatchConfig
+from CandleThrob.warehouse.engine import create_db_engine
 from CandleThrob.macro.fred import EARLIEST_REALTIME, MISSING_VALUE, FredClient, UrllibTransport, Vintage
 from CandleThrob.macro.read import read_macro, read_macro_daily
 from CandleThrob.macro.schema import macro_observations, macro_series

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 import urllib3
 
-from CandleThrob.ingestion.errors import AuthenticationError, RateLimitedError, RetriableError, SkippableError
+from CandleThrob.errors import AuthenticationError, RateLimitedError, RetriableError, SkippableError
 
 FRED_BASE_URL = "https://api.stlouisfed.org"
 EARLIEST_REALTIME = dt.date(1776, 7, 4)
@@ -100,7 +100,7 @@ class VintageBatch:
 
 class FredClient:
     """``series_info`` and ``observations`` over ``get_json``; every failure is one of the
-    project's errors (see ``CandleThrob.ingestion.errors``)."""
+    project's errors (see ``CandleThrob.errors``)."""
 
     def __init__(self, api_key: str, base_url: str = FRED_BASE_URL, get_json: GetJson | None = None, *,
                  page_limit: int = MAX_PAGE_LIMIT, max_pages: int = 20):

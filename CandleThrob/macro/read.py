@@ -14,8 +14,8 @@ import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
-from CandleThrob.ingestion.config import AdvancedBatchConfig
-from CandleThrob.ingestion.engine import create_db_engine
+from CandleThrob.config import AdvancedBatchConfig
+from CandleThrob.warehouse.engine import create_db_engine
 from CandleThrob.macro.fred import OPEN_END
 from CandleThrob.macro.schema import macro_observations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import Column, Date, DateTime, PrimaryKeyConstraint, String, Table
 
-from CandleThrob.ingestion.schema import RUN_ID, Number, metadata
+from CandleThrob.warehouse.schema import RUN_ID, Number, metadata
 
 SERIES_ID = String(64)
 

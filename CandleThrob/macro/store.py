@@ -38,8 +38,8 @@ import datetime as dt
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
-from CandleThrob.ingestion.bulk import upsert_rows
-from CandleThrob.ingestion.schema import metadata
+from CandleThrob.warehouse.bulk import upsert_rows
+from CandleThrob.warehouse.schema import metadata
 from CandleThrob.macro.fred import EARLIEST_REALTIME, OPEN_END, SeriesInfo, Vintage, VintageBatch
 from CandleThrob.macro.schema import MACRO_TABLES, macro_observations, macro_series
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 from zoneinfo import ZoneInfo
 
-from CandleThrob.ingestion.trading_calendar import DateLike, TradingCalendar
+from CandleThrob.planning.trading_calendar import DateLike, TradingCalendar
 from CandleThrob.testing.datagen import MarketData, to_date
 from CandleThrob.testing.polygon_server import BadRequest, PolygonServer, _Handler
 
