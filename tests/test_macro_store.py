@@ -11,19 +11,19 @@ from macro_helpers import CPI_RELEASES, CPI_VINTAGES, KEY, OPEN, TODAY, revised_
 from sqlalchemy import select
 
 from CandleThrob.config import AdvancedBatchConfig
-from CandleThrob.warehouse.engine import create_db_engine
 from CandleThrob.macro.fred import EARLIEST_REALTIME, MISSING_VALUE, FredClient, UrllibTransport, Vintage
 from CandleThrob.macro.read import read_macro, read_macro_daily
-from CandleThrob.macro.schema import macro_observations, macro_series
 from CandleThrob.macro.store import (
     ObservationRequest,
     StoreResult,
-    create_macro_tables,
     next_request,
     store_vintages,
     upsert_series_info,
 )
 from CandleThrob.testing.fred_server import FredServer, generate_demo
+from CandleThrob.warehouse.engine import create_db_engine
+from CandleThrob.warehouse.schema import macro_observations, macro_series
+from CandleThrob.warehouse.storage import Warehouse
 
 NOW = dt.datetime(2024, 5, 21, 3, 0, 0)
 D = dt.date
@@ -32,8 +32,7 @@ D = dt.date
 @pytest.fixture
 def engine(database_url):
     engine = create_db_engine(AdvancedBatchConfig(database_url=database_url))
-    with engine.begin() as conn:
-        create_macro_tables(conn)
+    Warehouse(engine).create_schema()
     yield engine
     engine.dispose()
 
@@ -317,10 +316,3 @@ def test_incremental_nights_store_exactly_freds_history(engine):
     assert [v[0] for v in stored(engine, "DGS10") if v[3] is None] == \
         [D(2024, 1, 1), D(2024, 1, 15), D(2024, 2, 19), D(2024, 3, 29)]  # NYSE holidays, Good Friday included
 
-
-def test_macro_tables_follow_the_warehouses_oracle_rules():
-    import test_oracle_sql as oracle_rules  # its checks walk every table on the shared metadata
-
-    assert {"macro_series", "macro_observations"} <= set(macro_series.metadata.tables)
-    oracle_rules.test_every_table_uses_number_date_varchar2_and_clob_only()
-    oracle_rules.test_identifiers_fit_oracle_and_are_not_reserved()

@@ -15,9 +15,9 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 from CandleThrob.config import AdvancedBatchConfig
-from CandleThrob.warehouse.engine import create_db_engine
 from CandleThrob.macro.fred import OPEN_END
-from CandleThrob.macro.schema import macro_observations
+from CandleThrob.warehouse.engine import create_db_engine
+from CandleThrob.warehouse.schema import macro_observations
 
 MACRO_COLUMNS = ["series_id", "observation_date", "value", "value_note", "realtime_start", "realtime_end"]
 DAILY_COLUMNS = ["date", "series_id", "observation_date", "value", "realtime_start"]

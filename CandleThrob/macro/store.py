@@ -38,17 +38,12 @@ import datetime as dt
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
-from CandleThrob.warehouse.bulk import upsert_rows
-from CandleThrob.warehouse.schema import metadata
 from CandleThrob.macro.fred import EARLIEST_REALTIME, OPEN_END, SeriesInfo, Vintage, VintageBatch
-from CandleThrob.macro.schema import MACRO_TABLES, macro_observations, macro_series
+from CandleThrob.warehouse.bulk import upsert_rows
+from CandleThrob.warehouse.schema import macro_observations, macro_series
 
 _KEY = ("series_id", "observation_date", "realtime_start")
 _DAY = dt.timedelta(days=1)
-
-
-def create_macro_tables(conn: Connection) -> None:
-    metadata.create_all(conn, tables=list(MACRO_TABLES), checkfirst=True)
 
 
 @dataclasses.dataclass(frozen=True)
