@@ -1,9 +1,10 @@
-"""The FRED client and its default transport, against the local FRED server on loopback."""
+"""The FRED client and the guarded source that carries it, against the local FRED server on loopback."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl
@@ -19,11 +20,11 @@ from CandleThrob.macro.fred import (
     FredClient,
     RejectedRow,
     SeriesInfo,
-    UrllibTransport,
     Vintage,
     parse_row,
-    raise_for_fred_error,
 )
+from CandleThrob.source.fred import FRED_BURST, FRED_CALLS_PER_MINUTE, FRED_SPACING, FredSource
+from CandleThrob.source.retry import RetryPolicy
 from CandleThrob.testing.fred_server import FredServer, SeriesMeta
 
 UTC_MINUS_5 = dt.timezone(dt.timedelta(hours=-5))
@@ -35,8 +36,14 @@ def server():
         yield running
 
 
+def source(url, key=KEY, retries=0, timeout=5.0, **options):
+    """Retries off unless asked: each test sees the error of one attempt."""
+    return FredSource(key, url, retry_policy=RetryPolicy(max_retries=retries, base_delay=0.0), timeout=timeout,
+                      **options)
+
+
 def client(server, key=KEY, **options):
-    return FredClient(key, server.url, UrllibTransport(timeout=5.0), **options)
+    return FredClient(key, server.url, source(server.url, key).get_json, **options)
 
 
 def test_series_info(server):
@@ -176,7 +183,8 @@ def test_a_refused_key_is_an_authentication_error(server, key):
     for call in (lambda c: c.series_info("CPITEST"), lambda c: c.observations("CPITEST", TODAY)):
         with pytest.raises(AuthenticationError) as caught:
             call(client(server, key=key))
-        assert str(caught.value).startswith("FRED answered HTTP 400: Bad Request.  ")
+        assert str(caught.value).startswith("FRED refused the key (HTTP 400: Bad Request.  ")
+        assert str(caught.value).endswith("); check FRED_API_KEY")
         assert "api_key" in str(caught.value) and caught.value.exit_code == 3
 
 
@@ -184,7 +192,7 @@ def test_an_unknown_series_is_skipped(server):
     with pytest.raises(SkippableError) as caught:
         client(server).series_info("NOSUCH")
     assert caught.value.status == 400
-    assert str(caught.value) == "FRED answered HTTP 400: Bad Request.  The series does not exist."
+    assert str(caught.value) == "/fred/series: HTTP 400: Bad Request.  The series does not exist."
 
 
 def test_server_faults_are_retriable_and_never_show_the_key():
@@ -196,22 +204,38 @@ def test_server_faults_are_retriable_and_never_show_the_key():
                 assert KEY not in str(caught.value)
                 if kind == "5xx":
                     assert caught.value.status in (500, 502, 503)
-                    assert str(caught.value).startswith(f"FRED answered HTTP {caught.value.status}: ")
+                    assert str(caught.value).startswith("/fred/series")
+                    assert f": HTTP {caught.value.status}: " in str(caught.value)
                 else:
                     assert caught.value.status in (None, 200)
 
 
+def test_faults_are_retried_by_the_policy_until_an_answer_comes():
+    with FredServer(revised_data(), api_key=KEY, today=TODAY, fault_rate=0.5, fault_kinds=["5xx", "reset",
+                                                                                           "truncated"],
+                    seed=3) as running:
+        fred = source(running.url, retries=10)
+        batch = FredClient(KEY, running.url, fred.get_json).observations("CPITEST", EARLIEST_REALTIME)
+        faults = [r["fault"] for r in running.requests]
+    assert [(v.observation_date, v.realtime_start, v.realtime_end, v.value) for v in batch.vintages] == CPI_VINTAGES
+    assert faults[-1] is None and all(faults[:-1]) and len(faults) > 1  # failed attempts, then the answer
+    stats = fred.stats()
+    assert stats.calls == {"/fred/series/observations": len(faults)}
+    assert stats.failed_calls == {"/fred/series/observations": len(faults) - 1}
+    assert sum(stats.retries_by_category.values()) == len(faults) - 1
+
+
 def test_a_stalled_answer_times_out_as_retriable():
     with FredServer(revised_data(), fault_rate=1.0, fault_kinds=["slow"], stall_seconds=5) as running, \
-            pytest.raises(RetriableError, match="^/fred/series: ReadTimeoutError$"):
-        FredClient(KEY, running.url, UrllibTransport(timeout=0.3)).series_info("CPITEST")
+            pytest.raises(RetriableError, match=r"/fred/series within 0.3 s \(REQUEST_TIMEOUT\)$"):
+        FredClient(KEY, running.url, source(running.url, timeout=0.3).get_json).series_info("CPITEST")
 
 
 def test_nothing_listening_is_retriable():
     with FredServer(revised_data()) as running:
         url = running.url
-    with pytest.raises(RetriableError, match="^/fred/series: "):
-        FredClient(KEY, url, UrllibTransport(timeout=2.0)).series_info("CPITEST")
+    with pytest.raises(RetriableError, match="^network error .* from http://127.0.0.1:[0-9]+/fred/series$"):
+        FredClient(KEY, url, source(url, timeout=2.0).get_json).series_info("CPITEST")
 
 
 def test_the_rate_limit_is_retriable_with_retry_after():
@@ -223,8 +247,21 @@ def test_the_rate_limit_is_retriable_with_retry_after():
     assert caught.value.status == 429 and 1 <= caught.value.retry_after <= 60
 
 
+def test_the_limiter_keeps_within_freds_published_limit():
+    limiter = FredSource.from_config(_config(), sleep=lambda seconds: None).rate_limiter
+    # GCRA: at most burst + 60 s / spacing calls in any minute
+    assert FRED_BURST + 60 / FRED_SPACING == FRED_CALLS_PER_MINUTE == 120
+    assert (limiter.burst, limiter.base_interval) == (FRED_BURST, FRED_SPACING)
+
+
+def _config(**overrides):
+    from CandleThrob.config import AdvancedBatchConfig
+
+    return AdvancedBatchConfig.from_env({"FRED_API_KEY": KEY}, **overrides)
+
+
 @contextlib.contextmanager
-def answering(status, body, content_type="application/json"):
+def answering(status, body, content_type="application/json", headers=None):
     """A loopback server that answers every GET with ``body``."""
 
     class Handler(BaseHTTPRequestHandler):
@@ -232,6 +269,8 @@ def answering(status, body, content_type="application/json"):
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
 
@@ -257,27 +296,39 @@ def answering(status, body, content_type="application/json"):
 ])
 def test_bodies_that_are_not_a_json_object_are_retriable(status, body, content_type):
     with answering(status, body, content_type) as url, pytest.raises(RetriableError) as caught:
-        UrllibTransport(timeout=5.0)(url + "/fred/series", {"api_key": KEY})
+        source(url).get_json(url + "/fred/series", {"api_key": KEY})
     assert caught.value.status == status
 
 
-@pytest.mark.parametrize("status, payload, expected", [
-    (400, {"error_code": 400, "error_message": "Bad Request.  Variable api_key has not been set."},
-     AuthenticationError),
-    (400, {"error_code": 400, "error_message": "Bad Request.  Variable limit is not between 1 and 100000."},
-     SkippableError),
+@pytest.mark.parametrize("status, message, expected", [
+    (400, "Bad Request.  Variable api_key has not been set.", AuthenticationError),
+    (400, "Bad Request.  Variable limit is not between 1 and 100000.", SkippableError),
+    (401, None, AuthenticationError),
     (404, None, SkippableError),
     (423, None, SkippableError),
     (408, None, RetriableError),
-    (500, {"error_code": 500, "error_message": "Internal Server Error"}, RetriableError),
+    (500, "Internal Server Error", RetriableError),
     (429, None, RateLimitedError),
 ])
-def test_freds_answers_map_to_the_projects_errors(status, payload, expected):
-    with pytest.raises(expected) as caught:
-        raise_for_fred_error(status, payload, retry_after=7.0)
+def test_freds_answers_map_to_the_projects_errors(status, message, expected):
+    body = b"" if message is None else json.dumps({"error_code": status, "error_message": message}).encode()
+    with answering(status, body, headers={"Retry-After": "7"}) as url, pytest.raises(expected) as caught:
+        source(url).get_json(url + "/fred/series", {"api_key": KEY})
     assert type(caught.value) is expected
     if expected is not AuthenticationError:
         assert caught.value.status == status
-    if expected in (RateLimitedError, RetriableError):
+    if expected is RateLimitedError:
         assert caught.value.retry_after == 7.0
-    assert raise_for_fred_error(200, payload) is None
+
+
+def test_a_retry_after_beyond_the_cap_leaves_the_series_for_the_next_run():
+    with answering(429, b"{}", headers={"Retry-After": "3600"}) as url, pytest.raises(SkippableError) as caught:
+        source(url, max_retry_after=300).get_json(url + "/fred/series", {"api_key": KEY})
+    assert "3600 s (Retry-After), more than MAX_RETRY_AFTER=300 s" in str(caught.value)
+
+
+def test_a_server_echoing_the_key_never_gets_it_into_a_message():
+    body = json.dumps({"error_code": 400, "error_message": f"Bad Request.  api_key {KEY} is not registered."})
+    with answering(400, body.encode()) as url, pytest.raises(AuthenticationError) as caught:
+        source(url).get_json(url + "/fred/series", {"api_key": KEY})
+    assert KEY not in str(caught.value) and "api_key *** is not registered" in str(caught.value)

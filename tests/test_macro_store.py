@@ -11,7 +11,7 @@ from macro_helpers import CPI_RELEASES, CPI_VINTAGES, KEY, OPEN, TODAY, revised_
 from sqlalchemy import select
 
 from CandleThrob.config import AdvancedBatchConfig
-from CandleThrob.macro.fred import EARLIEST_REALTIME, MISSING_VALUE, FredClient, UrllibTransport, Vintage
+from CandleThrob.macro.fred import EARLIEST_REALTIME, MISSING_VALUE, Vintage
 from CandleThrob.macro.read import read_macro, read_macro_daily
 from CandleThrob.macro.store import (
     ObservationRequest,
@@ -20,6 +20,8 @@ from CandleThrob.macro.store import (
     store_vintages,
     upsert_series_info,
 )
+from CandleThrob.source.fred import FredSource
+from CandleThrob.source.retry import RetryPolicy
 from CandleThrob.testing.fred_server import FredServer, generate_demo
 from CandleThrob.warehouse.engine import create_db_engine
 from CandleThrob.warehouse.schema import macro_observations, macro_series
@@ -44,7 +46,7 @@ def server():
 
 
 def fred(server):
-    return FredClient(KEY, server.url, UrllibTransport(timeout=5.0))
+    return FredSource(KEY, server.url, retry_policy=RetryPolicy(max_retries=0), timeout=5.0).client
 
 
 def nightly(client, engine, series_ids, run_id="run-1"):

@@ -6,7 +6,8 @@ the shared rate limiter (FRED allows 120 requests a minute per key) and the retr
 policy; it also drops ``realtime_end`` and turns every answer into a pandas Series,
 which loses the vintage periods this feature is about. Two endpoints and one
 paging loop are little code, so this module asks for exactly what it needs through
-an injected ``get_json(url, params) -> dict`` that performs one GET.
+an injected ``get_json(url, params) -> dict`` that performs one GET: in a run,
+``source.fred.FredSource.get_json``.
 
 FRED's facts this relies on (https://fred.stlouisfed.org/docs/api/fred/):
 
@@ -25,18 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
-import urllib3
+from CandleThrob.errors import RetriableError, SkippableError
 
-from CandleThrob.errors import AuthenticationError, RateLimitedError, RetriableError, SkippableError
-
-FRED_BASE_URL = "https://api.stlouisfed.org"
 EARLIEST_REALTIME = dt.date(1776, 7, 4)
 OPEN_END = dt.date(9999, 12, 31)
 MISSING = "."
@@ -102,13 +98,13 @@ class FredClient:
     """``series_info`` and ``observations`` over ``get_json``; every failure is one of the
     project's errors (see ``CandleThrob.errors``)."""
 
-    def __init__(self, api_key: str, base_url: str = FRED_BASE_URL, get_json: GetJson | None = None, *,
+    def __init__(self, api_key: str, base_url: str, get_json: GetJson, *,
                  page_limit: int = MAX_PAGE_LIMIT, max_pages: int = 20):
         if not 1 <= page_limit <= MAX_PAGE_LIMIT or max_pages < 1:
             raise ValueError(f"need 1 <= page_limit <= {MAX_PAGE_LIMIT} and max_pages >= 1")
         self._api_key = api_key
         self._base_url = base_url.rstrip("/")
-        self._get_json = get_json if get_json is not None else UrllibTransport()
+        self._get_json = get_json
         self.page_limit = page_limit
         self.max_pages = max_pages
 
@@ -212,54 +208,3 @@ def _last_updated(text: Any) -> dt.datetime:
     if stamp.tzinfo is None:
         raise ValueError("last_updated without a UTC offset")
     return stamp
-
-
-# -- the default transport ----------------------------------------------------------
-
-def raise_for_fred_error(status: int, payload: Any, retry_after: float | None = None) -> None:
-    """Raise the project's error for a non-2xx FRED answer (``payload``: its parsed body or None)."""
-    if 200 <= status < 300:
-        return
-    message = payload.get("error_message") if isinstance(payload, dict) else None
-    message = f"FRED answered HTTP {status}" + (f": {message}" if isinstance(message, str) else "")
-    if status == 429:
-        raise RateLimitedError(message, retry_after=retry_after, status=status)
-    if status >= 500 or status == 408:
-        raise RetriableError(message, retry_after=retry_after, status=status)
-    # FRED answers a missing, malformed or unregistered key with a 400 that names api_key.
-    if status == 400 and "api_key" in message:
-        raise AuthenticationError(f"{message} Check FRED_API_KEY.")
-    raise SkippableError(message, status=status)
-
-
-class UrllibTransport:
-    """A plain ``GetJson`` on urllib3 with timeouts, for use outside the pipeline (which
-    plugs in its own guarded transport). No retries here: that is the caller's policy."""
-
-    def __init__(self, timeout: float = 30.0, pool: urllib3.PoolManager | None = None):
-        self._timeout = urllib3.Timeout(connect=min(timeout, 10.0), read=timeout)
-        self._pool = pool if pool is not None else urllib3.PoolManager()
-
-    def __call__(self, url: str, params: Mapping[str, str]) -> dict:
-        # Messages name the path only: the key travels in the query string.
-        path = urlsplit(url).path
-        try:
-            response = self._pool.request("GET", url, fields=dict(params), timeout=self._timeout,
-                                          retries=False, redirect=False)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise RetriableError(f"{path}: {type(exc).__name__}") from None
-        try:
-            payload = json.loads(response.data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            payload = None
-        raise_for_fred_error(response.status, payload, _retry_after(response.headers.get("Retry-After")))
-        if not isinstance(payload, dict):
-            raise RetriableError(f"{path}: the answer is not a JSON object (cut short?)", status=response.status)
-        return payload
-
-
-def _retry_after(text: str | None) -> float | None:
-    try:
-        return max(0.0, float(text)) if text else None
-    except ValueError:
-        return None
