@@ -95,7 +95,7 @@ def test_a_series_revised_twice_keeps_every_vintage(server, engine):
         assert next_request(conn, info) == ObservationRequest("CPITEST", EARLIEST_REALTIME)
         assert next_request(conn, info, history_start=D(2020, 1, 1), observation_start=D(2019, 1, 1)) == \
             ObservationRequest("CPITEST", D(2020, 1, 1), D(2019, 1, 1))
-    assert nightly(fred(server), engine, ["CPITEST"]) == {"CPITEST": StoreResult(inserted=9)}
+    assert nightly(fred(server), engine, ["CPITEST"]) == {"CPITEST": StoreResult(inserted=9, observations=4)}
     assert stored(engine, "CPITEST") == CPI_ROWS
     with engine.connect() as conn:
         row = conn.execute(select(macro_series)).one()._asdict()
@@ -129,9 +129,10 @@ def test_a_revision_published_later_is_a_new_row_and_closes_the_open_one(server,
                                           ("/fred/series", None)]
     assert stored(engine, "CPITEST") == CPI_ROWS[:-1] + [(D(2024, 4, 1), D(2024, 5, 15), D(2024, 5, 20), 313.548, None),
                                                          (D(2024, 4, 1), D(2024, 5, 21), OPEN, 313.6, None)]
-    assert read_macro(engine, "CPITEST", start=D(2024, 4, 1))["value"].tolist() == [313.6]
-    assert read_macro(engine, "CPITEST", start=D(2024, 4, 1), as_of=D(2024, 5, 20))["value"].tolist() == [313.548]
-    daily = read_macro_daily(engine, "CPITEST", D(2024, 5, 20), D(2024, 5, 22))
+    assert read_macro("CPITEST", start=D(2024, 4, 1), database_url=engine)["value"].tolist() == [313.6]
+    known_before = read_macro("CPITEST", start=D(2024, 4, 1), as_of=D(2024, 5, 20), database_url=engine)
+    assert known_before["value"].tolist() == [313.548]
+    daily = read_macro_daily("CPITEST", D(2024, 5, 20), D(2024, 5, 22), database_url=engine)
     assert daily["value"].tolist() == [313.548, 313.6, 313.6]
     first = len(server.requests)
     assert nightly(fred(server), engine, ["CPITEST"], run_id="run-3") == {"CPITEST": None}
@@ -141,7 +142,7 @@ def test_a_revision_published_later_is_a_new_row_and_closes_the_open_one(server,
 def test_the_same_batch_twice_and_a_clipped_refetch_store_nothing_new(server, engine):
     client = fred(server)
     batch = client.observations("CPITEST", EARLIEST_REALTIME)
-    assert store(engine, batch) == StoreResult(inserted=9)
+    assert store(engine, batch) == StoreResult(inserted=9, observations=4)
     assert store(engine, batch, run_id="run-2") == StoreResult(unchanged=9)
     # every vintage current on or after May 1st, realtime_start clipped to it
     clipped = client.observations("CPITEST", D(2024, 5, 1))
@@ -156,7 +157,7 @@ def test_the_same_batch_twice_and_a_clipped_refetch_store_nothing_new(server, en
 def test_an_end_that_is_only_the_windows_end_stays_open(server, engine):
     client = fred(server)
     early = client.observations("CPITEST", EARLIEST_REALTIME, D(2024, 4, 20))
-    assert store(engine, early) == StoreResult(inserted=6)
+    assert store(engine, early) == StoreResult(inserted=6, observations=3)
     assert stored(engine, "CPITEST") == [
         (D(2024, 1, 1), D(2024, 2, 13), D(2024, 3, 11), 308.417, None),
         (D(2024, 1, 1), D(2024, 3, 12), D(2024, 4, 9), 308.5, None),
@@ -166,7 +167,7 @@ def test_an_end_that_is_only_the_windows_end_stays_open(server, engine):
         (D(2024, 3, 1), D(2024, 4, 10), OPEN, 312.332, None)]
     # the full history closes the two that were revised since, and adds what came after
     assert store(engine, client.observations("CPITEST", EARLIEST_REALTIME)) == \
-        StoreResult(inserted=3, closed=2, unchanged=6)
+        StoreResult(inserted=3, closed=2, unchanged=6, observations=1)
     assert stored(engine, "CPITEST") == CPI_ROWS
 
 
@@ -186,12 +187,12 @@ def test_older_vintages_found_later_end_where_the_stored_ones_start(server, engi
 
 def test_dots_are_stored_as_null_with_their_reason(server, engine):
     batch = fred(server).observations("DAILYTEST", EARLIEST_REALTIME)
-    assert store(engine, batch) == StoreResult(inserted=3)
+    assert store(engine, batch) == StoreResult(inserted=3, observations=3)
     assert store(engine, batch) == StoreResult(unchanged=3)
     assert stored(engine, "DAILYTEST") == [(D(2024, 5, 13), D(2024, 5, 14), OPEN, 4.5, None),
                                            (D(2024, 5, 14), D(2024, 5, 15), OPEN, None, MISSING_VALUE),
                                            (D(2024, 5, 15), D(2024, 5, 16), OPEN, 4.52, None)]
-    frame = read_macro(engine, "DAILYTEST")
+    frame = read_macro("DAILYTEST", database_url=engine)
     assert [None if pd.isna(note) else note for note in frame["value_note"]] == [None, MISSING_VALUE, None]
     assert frame["value"].tolist()[0] == 4.5 and math.isnan(frame["value"].tolist()[1])
 
@@ -209,7 +210,7 @@ def test_a_vintage_changed_in_place_is_kept_and_reported(server, engine):
 # -- reading ---------------------------------------------------------------------------------------
 
 def values_as_of(engine, day):
-    frame = read_macro(engine, ["CPITEST"], as_of=day)
+    frame = read_macro(["CPITEST"], as_of=day, database_url=engine)
     return list(zip(frame["observation_date"].dt.date, frame["value"], strict=True))
 
 
@@ -229,13 +230,13 @@ def test_as_of_reads_return_each_vintage_exactly_inside_its_real_time_window(ser
     for d, start, end, value in CPI_VINTAGES:
         last = end if end != OPEN else TODAY
         for day in (start, last):
-            frame = read_macro(database_url, "CPITEST", start=d, end=d, as_of=day)  # by URL too
+            frame = read_macro("CPITEST", start=d, end=d, as_of=day, database_url=database_url)  # by URL too
             assert frame[["value", "realtime_start", "realtime_end"]].to_records(index=False).tolist() == \
                 [(value, pd.Timestamp(start).to_datetime64(), pd.Timestamp(end).to_datetime64())]
         before = expected_as_of(start - dt.timedelta(days=1))
         assert [v for o, v in values_as_of(engine, start - dt.timedelta(days=1)) if o == d] == \
             [v for o, v in before if o == d]
-    frame = read_macro(engine, ["CPITEST"], start=D(2024, 2, 1), end=D(2024, 3, 1))
+    frame = read_macro(["CPITEST"], start=D(2024, 2, 1), end=D(2024, 3, 1), database_url=engine)
     assert list(frame.columns) == ["series_id", "observation_date", "value", "value_note", "realtime_start",
                                    "realtime_end"]
     assert frame["observation_date"].dt.date.tolist() == [D(2024, 2, 1), D(2024, 3, 1)]
@@ -243,7 +244,7 @@ def test_as_of_reads_return_each_vintage_exactly_inside_its_real_time_window(ser
 
 def test_daily_values_start_on_their_release_date_never_before(server, engine):
     nightly(fred(server), engine, ["CPITEST", "DAILYTEST"])
-    daily = read_macro_daily(engine, ["CPITEST", "DAILYTEST"], D(2024, 2, 12), D(2024, 5, 20))
+    daily = read_macro_daily(["CPITEST", "DAILYTEST"], D(2024, 2, 12), D(2024, 5, 20), database_url=engine)
     assert list(daily.columns) == ["date", "series_id", "observation_date", "value", "realtime_start"]
     assert len(daily) == 2 * 99
     cpi = daily[daily["series_id"] == "CPITEST"].set_index("date")
@@ -273,12 +274,12 @@ def test_daily_values_start_on_their_release_date_never_before(server, engine):
 def test_daily_frames_for_sessions_and_as_of(server, engine):
     nightly(fred(server), engine, ["CPITEST"])
     sessions = [D(2024, 3, 8), D(2024, 3, 11), D(2024, 3, 12), D(2024, 6, 3)]
-    frame = read_macro_daily(engine, "CPITEST", D(2024, 3, 1), D(2024, 3, 31), dates=sessions)
+    frame = read_macro_daily("CPITEST", D(2024, 3, 1), D(2024, 3, 31), dates=sessions, database_url=engine)
     assert frame["date"].dt.date.tolist() == sessions[:3]
     assert frame["value"].tolist() == [308.417, 308.417, 310.326]
-    frame = read_macro_daily(engine, "CPITEST", D(2024, 4, 9), D(2024, 4, 11), as_of=D(2024, 4, 1))
+    frame = read_macro_daily("CPITEST", D(2024, 4, 9), D(2024, 4, 11), as_of=D(2024, 4, 1), database_url=engine)
     assert frame["value"].tolist() == [310.326, 310.326, 310.326]  # April's releases were not known yet
-    assert read_macro_daily(engine, "CPITEST", D(2024, 3, 1), D(2024, 3, 2), dates=[D(2024, 6, 3)]).empty
+    assert read_macro_daily("CPITEST", D(2024, 3, 1), D(2024, 3, 2), dates=[D(2024, 6, 3)], database_url=engine).empty
 
 
 def test_daily_frames_fall_back_when_the_latest_observation_is_withdrawn(engine):
@@ -286,7 +287,7 @@ def test_daily_frames_fall_back_when_the_latest_observation_is_withdrawn(engine)
     data.publish("CPITEST", "2024-04-01", ".", "2024-05-17")  # April's value withdrawn
     with FredServer(data, api_key=KEY, today=TODAY) as running:
         nightly(fred(running), engine, ["CPITEST"])
-    frame = read_macro_daily(engine, "CPITEST", D(2024, 5, 16), D(2024, 5, 17))
+    frame = read_macro_daily("CPITEST", D(2024, 5, 16), D(2024, 5, 17), database_url=engine)
     assert list(zip(frame["observation_date"].dt.date, frame["value"], strict=True)) == \
         [(D(2024, 4, 1), 313.548), (D(2024, 3, 1), 312.45)]
 

@@ -1,6 +1,13 @@
-"""Reading macro series point in time: values as known on a date, and daily frames for features.
+"""Reading macro series point in time: values as known on a date, daily frames for features,
+and macro columns beside bars.
 
-Both read by key (series, observation date) and real-time ranges in SQL, never whole tables.
+The rule: a value exists from its release date (its vintage's ``realtime_start``) on,
+never from its observation date; a revision replaces it from the revision's release
+date on, never earlier. Reads go by key (series, observation date) and real-time
+ranges in SQL, never whole tables.
+
+``database_url`` is a SQLAlchemy URL, an Engine to reuse, or None: the configured
+warehouse (``DATABASE_URL`` from the environment or ``.env``, as the ingest reads it).
 """
 
 from __future__ import annotations
@@ -8,13 +15,15 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import heapq
+import os
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
-from CandleThrob.config import AdvancedBatchConfig
+from CandleThrob.config import AdvancedBatchConfig, read_environment
 from CandleThrob.macro.fred import OPEN_END
 from CandleThrob.warehouse.engine import create_db_engine
 from CandleThrob.warehouse.schema import macro_observations
@@ -22,10 +31,11 @@ from CandleThrob.warehouse.schema import macro_observations
 MACRO_COLUMNS = ["series_id", "observation_date", "value", "value_note", "realtime_start", "realtime_end"]
 DAILY_COLUMNS = ["date", "series_id", "observation_date", "value", "realtime_start"]
 _DATES = ("date", "observation_date", "realtime_start", "realtime_end")
+Database = Engine | str | None
 
 
-def read_macro(engine_or_url: Engine | str, series: str | Iterable[str], start: dt.date | None = None,
-               end: dt.date | None = None, as_of: dt.date | None = None) -> pd.DataFrame:
+def read_macro(series: str | Iterable[str], start: dt.date | None = None, end: dt.date | None = None,
+               as_of: dt.date | None = None, database_url: Database = None) -> pd.DataFrame:
     """One row per (series_id, observation_date) in [start, end]: the value as known on
     ``as_of`` (default: the latest), with the real-time period of that vintage.
     ``value`` is NaN where FRED wrote "." (``value_note`` says so)."""
@@ -39,13 +49,13 @@ def read_macro(engine_or_url: Engine | str, series: str | Iterable[str], start: 
         query = query.where(t.c.realtime_end == OPEN_END)
     else:
         query = query.where(t.c.realtime_start <= as_of, t.c.realtime_end >= as_of)
-    with _connect(engine_or_url) as conn:
+    with _connect(database_url) as conn:
         rows = conn.execute(query.order_by(t.c.series_id, t.c.observation_date)).all()
     return _frame(rows, MACRO_COLUMNS)
 
 
-def read_macro_daily(engine_or_url: Engine | str, series: str | Iterable[str], start: dt.date, end: dt.date,
-                     as_of: dt.date | None = None, *, dates: Sequence[dt.date] | None = None) -> pd.DataFrame:
+def read_macro_daily(series: str | Iterable[str], start: dt.date, end: dt.date, as_of: dt.date | None = None,
+                     database_url: Database = None, *, dates: Sequence[dt.date] | None = None) -> pd.DataFrame:
     """One row per series and day in [start, end] (every calendar day, or each of
     ``dates``, e.g. sessions): the latest observation whose value was known that day,
     with the value as known that day.
@@ -61,11 +71,28 @@ def read_macro_daily(engine_or_url: Engine | str, series: str | Iterable[str], s
         return _frame([], DAILY_COLUMNS)
     knowledge = [min(d, as_of) if as_of is not None else d for d in days]
     out = []
-    with _connect(engine_or_url) as conn:
+    with _connect(database_url) as conn:
         for series_id in _ids(series):
             shown = _shown(conn, series_id, knowledge)
             out.extend((day, series_id, *row) for day, row in zip(days, shown, strict=True))
     return _frame(out, DAILY_COLUMNS)
+
+
+def join_macro(bars: pd.DataFrame, series: str | Iterable[str], as_of: dt.date | None = None,
+               database_url: Database = None, *, date_column: str = "trade_date") -> pd.DataFrame:
+    """``bars`` with one column per series (named by its id): on each row, the value
+    ``read_macro_daily`` shows on its ``date_column`` (its session), so a bar sees a
+    macro value only from the day FRED released it. Rows keep their order."""
+    ids = _ids(series)
+    days = pd.to_datetime(bars[date_column]).dt.normalize()
+    if bars.empty:
+        return bars.assign(**{s: pd.Series(dtype="float64") for s in ids})
+    wanted = sorted({d.date() for d in days})
+    daily = read_macro_daily(ids, wanted[0], wanted[-1], as_of, database_url, dates=wanted)
+    wide = daily.pivot(index="date", columns="series_id", values="value").reindex(columns=ids)
+    wide.index = wide.index.astype("datetime64[ns]")
+    values = wide.reindex(days.astype("datetime64[ns]").to_numpy())
+    return bars.assign(**{s: values[s].to_numpy(dtype="float64") for s in ids})
 
 
 def _shown(conn: Connection, series_id: str, knowledge: list[dt.date]) -> list[tuple]:
@@ -124,12 +151,14 @@ def _frame(rows: list, columns: list[str]) -> pd.DataFrame:
 
 
 @contextlib.contextmanager
-def _connect(engine_or_url: Engine | str) -> Iterator[Connection]:
-    if isinstance(engine_or_url, Engine):
-        with engine_or_url.connect() as conn:
+def _connect(database_url: Database) -> Iterator[Connection]:
+    if isinstance(database_url, Engine):
+        with database_url.connect() as conn:
             yield conn
         return
-    engine = create_db_engine(AdvancedBatchConfig(database_url=engine_or_url))
+    environ = read_environment(Path.cwd() / ".env", os.environ)
+    config = AdvancedBatchConfig.from_env(environ, **({"database_url": database_url} if database_url else {}))
+    engine = create_db_engine(config)
     try:
         with engine.connect() as conn:
             yield conn

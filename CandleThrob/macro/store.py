@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from CandleThrob.macro.fred import EARLIEST_REALTIME, OPEN_END, SeriesInfo, Vintage, VintageBatch
 from CandleThrob.warehouse.bulk import upsert_rows
-from CandleThrob.warehouse.schema import macro_observations, macro_series
+from CandleThrob.warehouse.schema import macro_audit, macro_observations, macro_series
 
 _KEY = ("series_id", "observation_date", "realtime_start")
 _DAY = dt.timedelta(days=1)
@@ -48,9 +49,10 @@ _DAY = dt.timedelta(days=1)
 
 @dataclasses.dataclass(frozen=True)
 class StoreResult:
-    inserted: int = 0   # new vintages
+    inserted: int = 0   # new vintages: first releases and revisions
     closed: int = 0     # stored vintages given an end
     unchanged: int = 0  # fetched vintages already stored (clipped or not)
+    observations: int = 0  # observation dates stored for the first time
     conflicts: tuple[Vintage, ...] = ()
 
 
@@ -81,6 +83,7 @@ def store_vintages(conn: Connection, batch: VintageBatch, *, run_id: str, ingest
         else:
             ends[(date, vintage.start)] = end
 
+    new_dates = {v.observation_date for v in fetched} - set(known)
     for v in fetched:
         vintages = known.setdefault(v.observation_date, [])
         # Ends before 9999-12-31 are FRED's own, unless they are just where the window stops.
@@ -117,7 +120,7 @@ def store_vintages(conn: Connection, batch: VintageBatch, *, run_id: str, ingest
                      .values(realtime_end=bindparam("b_end")),
                      [{"b_series": batch.series_id, "b_date": date, "b_start": start, "b_end": end}
                       for (date, start), end in sorted(ends.items())])
-    return StoreResult(len(inserts), len(ends), unchanged, tuple(conflicts))
+    return StoreResult(len(inserts), len(ends), unchanged, len(new_dates), tuple(conflicts))
 
 
 def _stored(conn: Connection, series_id: str, first: dt.date, last: dt.date) -> dict[dt.date, list[_Known]]:
@@ -152,7 +155,7 @@ def next_request(conn: Connection, info: SeriesInfo, *, history_start: dt.date =
     row = conn.execute(select(t.c.last_updated, t.c.last_checked).where(t.c.series_id == info.series_id)).first()
     if row is None:
         return ObservationRequest(info.series_id, history_start, observation_start)
-    if row.last_updated == _utc(info.last_updated):
+    if row.last_updated == naive_utc(info.last_updated):
         return None
     return ObservationRequest(info.series_id, row.last_checked, observation_start)
 
@@ -166,10 +169,22 @@ def upsert_series_info(conn: Connection, info: SeriesInfo, *, run_id: str, check
         "series_id": info.series_id, "title": info.title, "units": info.units,
         "frequency": info.frequency, "frequency_short": info.frequency_short,
         "seasonal_adjustment": info.seasonal_adjustment, "observation_start": info.observation_start,
-        "observation_end": info.observation_end, "last_updated": _utc(info.last_updated),
+        "observation_end": info.observation_end, "last_updated": naive_utc(info.last_updated),
         "last_checked": info.realtime_start, "run_id": run_id, "checked_at": checked_at}], ("series_id",))
 
 
-def _utc(moment: dt.datetime) -> dt.datetime:
+def known_series(conn: Connection) -> set[str]:
+    """The series fetched at least once (a checkpoint exists)."""
+    return set(conn.execute(select(macro_series.c.series_id)).scalars())
+
+
+def write_audit(conn: Connection, row: dict, updated_at: dt.datetime) -> None:
+    """One series' ``macro_audit`` row for this run (a rerun of the same write replaces it)."""
+    upsert_rows(conn, macro_audit, [{**row, "flags": json.dumps(row.get("flags") or {}, default=str,
+                                                               sort_keys=True), "updated_at": updated_at}],
+                ("run_id", "series_id"))
+
+
+def naive_utc(moment: dt.datetime) -> dt.datetime:
     """Naive UTC, as the warehouse's DateTime columns hold time."""
     return moment.astimezone(dt.UTC).replace(tzinfo=None)

@@ -318,6 +318,7 @@ macro_audit = Table(
     Column("status", String(16), nullable=False),
     Column("api_calls", Integer, nullable=False),
     Column("rows_fetched", Integer, nullable=False),
+    Column("observations_added", Integer, nullable=False),
     Column("vintages_added", Integer, nullable=False),
     Column("vintages_closed", Integer, nullable=False),
     Column("rows_rejected", Integer, nullable=False),

@@ -53,6 +53,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("api_calls", sa.Integer, nullable=False),
         sa.Column("rows_fetched", sa.Integer, nullable=False),
+        sa.Column("observations_added", sa.Integer, nullable=False),
         sa.Column("vintages_added", sa.Integer, nullable=False),
         sa.Column("vintages_closed", sa.Integer, nullable=False),
         sa.Column("rows_rejected", sa.Integer, nullable=False),
