@@ -237,6 +237,7 @@ class CompleteDataIngestion:
         state = RunState(run_id=options.run_id or str(uuid.uuid4()), end=end, tickers=work.planned.tickers,
                          started=self._started, universe_refused=refused,
                          verify_calls=len(work.planned.tickers) if options.verify_adjustments else 0)
+        state.macro.skipped = work.macro.skipped
         set_run_context(state.run_id, self.config.secrets())
         lock = RunLock(self.warehouse, state.run_id,
                        name=f"shard-{options.shard[0]}-of-{options.shard[1]}" if options.shard else "main")
