@@ -313,11 +313,11 @@ def test_without_a_fred_key_the_macro_series_are_skipped_and_it_is_said_once(sql
 
 # -- planning and budgets -------------------------------------------------------------------------
 
-def _plan(url, polygon, fred, macro_only=False) -> dict:
+def _plan(url, polygon, fred, **options) -> dict:
     now = dt.datetime(2024, 5, 18, 12, tzinfo=dt.timezone.utc)
     ingestion = CompleteDataIngestion(make_config(url, polygon, **fred_settings(fred)), clock=lambda: now)
     try:
-        return ingestion.run(RunOptions(end=D(2024, 5, 17), plan_only=True, macro_only=macro_only))
+        return ingestion.run(RunOptions(end=D(2024, 5, 17), plan_only=True, **options))
     finally:
         ingestion.warehouse.dispose()
 
@@ -332,6 +332,8 @@ def test_plan_counts_the_fred_calls_and_makes_none(sqlite_url, polygon, fred, fr
         "4 FRED calls at most, 0 s at FRED's 120 calls a minute"]
     assert lines[0].startswith(f"{cold['calls']} calls: ")  # Polygon's, as before
     assert fred.requests == [] and query(sqlite_url, "SELECT COUNT(*) FROM macro_series") == [(0,)]
+    # like the corporate actions, the macro series are shard 1's
+    assert [_plan(sqlite_url, polygon, fred, shard=(k, 2))["macro_series"] for k in (1, 2)] == [2, 0]
 
     ingest(sqlite_url, polygon, END, **fred_settings(fred))
     nightly = _plan(sqlite_url, polygon, fred, macro_only=True)
