@@ -325,6 +325,62 @@ ingestion_state = Table(
     Column("state_value", String(255), nullable=False),
 )
 
+# Macro series from FRED, every vintage kept (ALFRED's real-time periods), so a reader
+# sees a value only from the day FRED published it. One row per series: FRED's
+# description of it, and the checkpoint of the incremental fetch.
+SERIES_ID = String(64)
+macro_series = Table(
+    "macro_series", metadata,
+    Column("series_id", SERIES_ID, primary_key=True),
+    Column("title", String(512), nullable=False),
+    Column("units", String(255), nullable=False),
+    Column("frequency", String(64), nullable=False),
+    Column("frequency_short", String(8), nullable=False),
+    Column("seasonal_adjustment", String(64), nullable=False),
+    Column("observation_start", Date),
+    Column("observation_end", Date),
+    # FRED's last_updated (UTC) when the stored vintages were last brought up to date,
+    # and FRED's date then: the next fetch asks for vintages from that date on.
+    Column("last_updated", DateTime, nullable=False),
+    Column("last_checked", Date, nullable=False),
+    Column("run_id", RUN_ID, nullable=False),
+    Column("checked_at", DateTime, nullable=False),
+)
+
+# A value and the real-time period (closed at both ends) in which it was FRED's value
+# for that observation; 9999-12-31 ends a current vintage. A revision is a new row.
+macro_observations = Table(
+    "macro_observations", metadata,
+    Column("series_id", SERIES_ID, nullable=False),
+    Column("observation_date", Date, nullable=False),
+    Column("realtime_start", Date, nullable=False),
+    Column("realtime_end", Date, nullable=False),
+    Column("value", Number),  # NULL where FRED wrote "."
+    Column("value_note", String(32)),  # why value is NULL
+    Column("run_id", RUN_ID, nullable=False),
+    Column("ingested_at", DateTime, nullable=False),
+    PrimaryKeyConstraint("series_id", "observation_date", "realtime_start", name="pk_macro_observations"),
+)
+
+# What one run did for one series, as ingestion_audit is for one ticker.
+macro_audit = Table(
+    "macro_audit", metadata,
+    Column("run_id", RUN_ID, nullable=False),
+    Column("series_id", SERIES_ID, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("api_calls", Integer, nullable=False),
+    Column("rows_fetched", Integer, nullable=False),
+    Column("observations_added", Integer, nullable=False),
+    Column("vintages_added", Integer, nullable=False),
+    Column("vintages_closed", Integer, nullable=False),
+    Column("rows_rejected", Integer, nullable=False),
+    Column("last_updated", DateTime),
+    Column("error", String(2000)),
+    Column("flags", LongText),
+    Column("updated_at", DateTime, nullable=False),
+    PrimaryKeyConstraint("run_id", "series_id", name="pk_macro_audit"),
+)
+
 BAR_COLUMNS_DB = ("ticker", "trade_date", "open_price", "high_price", "low_price",
                   "close_price", "volume", "vwap", "num_transactions", "run_id",
                   "source", "ingested_at")

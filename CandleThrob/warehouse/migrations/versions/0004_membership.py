@@ -1,7 +1,7 @@
 """Point-in-time membership: who was in the index when, under which symbol.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 from CandleThrob.warehouse.schema import RUN_ID, TICKER
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
