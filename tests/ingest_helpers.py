@@ -29,7 +29,7 @@ def make_config(database_url: str, server, **overrides) -> AdvancedBatchConfig:
 
 
 def ingest(database_url: str, server, end, *, tickers=None, start=None, clock_now: Optional[dt.datetime] = None,
-           **overrides) -> dict:
+           plan_only: bool = False, **overrides) -> dict:
     """One in-process run through ``end`` (the server's today is set to ``end``)."""
     end = pd.Timestamp(end).date()
     if server.today is None or server.today < end:
@@ -38,7 +38,7 @@ def ingest(database_url: str, server, end, *, tickers=None, start=None, clock_no
     now = clock_now or dt.datetime.combine(end + dt.timedelta(days=1), dt.time(12), dt.timezone.utc)
     ingestion = CompleteDataIngestion(config, clock=lambda: now)
     try:
-        return ingestion.run(RunOptions(end=end, tickers=tickers, start=start))
+        return ingestion.run(RunOptions(end=end, tickers=tickers, start=start, plan_only=plan_only))
     finally:
         ingestion.warehouse.dispose()
 

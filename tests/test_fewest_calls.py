@@ -93,7 +93,8 @@ def test_plan_prints_calls_and_time_without_writing(tmp_path):
     assert done.stdout.splitlines()[0] == ("22 calls: 20 for 1,000 missing cells (20 grouped, 0 range), "
                                            "2 corporate actions")
     assert "2024-03-01..2024-03-28 (20 sessions)" in done.stdout
-    assert done.stdout.splitlines()[-1] == "22 calls, 4 min 24 s at 12 s per call"
+    assert done.stdout.splitlines()[-2:] == ["22 calls, 4 min 24 s at 12 s per call",
+                                             "macro series: skipped (FRED_API_KEY is not set)"]
     assert query(f"sqlite:///{db}", "SELECT COUNT(*) FROM ticker_data_raw") == [(0,)]
     assert query(f"sqlite:///{db}", "SELECT COUNT(*) FROM ingestion_runs") == [(0,)]
 

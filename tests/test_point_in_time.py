@@ -7,8 +7,10 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from CandleThrob.testing.datagen import Constituent, IndexChange, MarketData, generate_market, load_market_file
-from CandleThrob.testing.polygon_server import PolygonServer
+from CandleThrob.testing.datagen import (
+    Constituent, IndexChange, MarketData, TickerEvent, generate_market, load_market_file,
+)
+from CandleThrob.testing.polygon_server import PolygonServer, constituents_html
 from CandleThrob.universe.read import continuous_bars, members
 from CandleThrob.warehouse.engine import create_engine
 from CandleThrob.warehouse.storage import Warehouse
@@ -131,3 +133,32 @@ def test_a_backfill_holds_the_members_that_left_in_its_window_at_no_extra_call(t
         # from the window's start through the last bar the source has before the exit
         assert spans[ticker] == ("2017-06-01", min(last_day, dt.date(2017, 8, 11)).isoformat()), ticker
     assert not set(LEFT) & set(t for (t,) in query(without, "SELECT DISTINCT ticker FROM ticker_data_raw"))
+
+
+def test_a_rename_inside_a_gap_of_the_tools_own_scrapes_is_dated_by_one_ticker_events_call(database_url, meta_market,
+                                                                                           tmp_path):
+    market, generated, others = meta_market
+    companies = list(market.constituents[:3])
+    page = tmp_path / "page.html"
+    market.ticker_events = [TickerEvent("META", dt.date(2012, 5, 18), "FB"), TickerEvent("META", RENAME, "META")]
+    with PolygonServer(market, api_key=API_KEY, today=END, universe_html=page) as server:
+        # the tool saw FB in April; it did not run again until July, when the page said META (no changes row)
+        page.write_text(constituents_html(companies + [Constituent("FB", "Meta Platforms", "", META_CIK)]))
+        ingest(database_url, server, "2022-04-29", start="2022-04-01")
+        page.write_text(constituents_html(companies + [Constituent("META", "Meta Platforms", "", META_CIK)]))
+        plan = ingest(database_url, server, "2022-07-01", plan_only=True)
+        mark = len(server.requests)
+        result = ingest(database_url, server, "2022-07-01")
+        events = [r["path"] for r in server.requests[mark:] if "/events" in r["path"]]
+        again = ingest(database_url, server, "2022-07-05")
+        events_again = [r["path"] for r in server.requests if "/events" in r["path"]]
+    assert plan["ticker_event_calls"] == 1 and "ticker events: 1 calls for renames the page cannot date (FB->META)" \
+        in plan["plan_text"]
+    assert events == ["/vX/reference/tickers/META/events"] and result["exit_code"] == 0
+    assert len(events_again) == 1 and again["ticker_event_calls"] == 0  # asked once, never again
+    assert _rows(database_url, "SELECT new_ticker, change_date, old_ticker FROM symbol_changes") == [
+        ("META", "2022-06-09", "FB")]
+    assert _rows(database_url, "SELECT MIN(trade_date), MAX(trade_date) FROM ticker_data_raw WHERE ticker = 'FB'") \
+        == [("2022-04-01", "2022-06-08")]
+    assert _rows(database_url, "SELECT MIN(trade_date) FROM ticker_data_raw WHERE ticker = 'META'") == [
+        ("2022-06-09",)]

@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import pandas as pd
@@ -48,6 +48,7 @@ from CandleThrob.reporting.report import plan_result, run_result
 from CandleThrob.source.fred import FredSource
 from CandleThrob.source.polygon import PolygonSource, SourceStats
 from CandleThrob.universe.pages import ConstituentsPage, fetch_constituents_page
+from CandleThrob.universe.events import TickerEventsStage
 from CandleThrob.universe.pit import wanted_spans
 from CandleThrob.universe.stage import Universe, UniverseStage
 from CandleThrob.warehouse.engine import create_db_engine, database_label
@@ -84,6 +85,7 @@ class Work:
     spans: dict = field(default_factory=dict)  # ticker -> the days its bars are wanted (point in time)
     former: list = field(default_factory=list)  # former members and earlier symbols inside the window
     former_calls: int = 0  # what they add to the plan (none when grouped days carry them)
+    renames: tuple = ()  # universe.events.Rename: one ticker-events call each, before the bars
     macro: MacroPlan = MacroPlan()
     bars: bool = True  # False: a --macro-only run
 
@@ -224,15 +226,13 @@ class CompleteDataIngestion:
             validate_start(options.start, self.config.history_start, end)
             if options.macro_only:
                 self.fred_source  # noqa: B018 - no FRED key is a usage error, before any write
+        universe: Optional[Universe] = None
         if options.macro_only:
             with stage("plan"):
                 work = macro_only_work(self._macro_plan(options))
         else:
             with stage("universe"):
-                universe = UniverseStage(self.warehouse, self.universe_fetcher, self.clock, calendar=self.calendar,
-                                         max_symbols=self.config.max_sp500_symbols,
-                                         max_changes=self.config.max_universe_changes).resolve(
-                    options.tickers, record=not options.plan_only)
+                universe = self._universe_stage().resolve(options.tickers, record=not options.plan_only)
             with stage("plan"):
                 work = self._plan(universe, end, options)
         if options.plan_only:
@@ -252,10 +252,37 @@ class CompleteDataIngestion:
         try:
             self._record_start(state, options)
             self._log_start(state, work)
+            work = self._settle_renames(state, work, universe, end, options)
             self._run_stages(state, work, options, lock)
         finally:
             lock.release()
         return self._finish(state, work)
+
+    def _universe_stage(self) -> UniverseStage:
+        return UniverseStage(self.warehouse, self.universe_fetcher, self.clock, calendar=self.calendar,
+                             max_symbols=self.config.max_sp500_symbols, max_changes=self.config.max_universe_changes)
+
+    def _settle_renames(self, state: RunState, work: Work, universe: Optional[Universe], end: pd.Timestamp,
+                        options: RunOptions) -> Work:
+        """Ask the vendor's ticker events for renames inside a gap; when one gets its day, the membership
+        is rebuilt and the bars planned again with it (under the lock, before any bar is fetched)."""
+        if universe is None or not work.renames:
+            return work
+        try:
+            with stage("ticker events"):
+                settled = TickerEventsStage(lambda: self.source, self.warehouse).run(list(work.renames), state.run_id)
+            if not settled:
+                return work
+            with stage("plan"):
+                replanned = self._plan(self._universe_stage().rebuild(universe), end, options)
+        except InterruptedRun:
+            raise
+        except CandleThrobError as exc:
+            if isinstance(exc, FatalError):
+                raise
+            log.warning("ticker events not settled this run: %s", exc)
+            return work
+        return replace(replanned, renames=work.renames)
 
     def _plan(self, universe: Universe, end: pd.Timestamp, options: RunOptions) -> Work:
         floor = history_floor(self.config.history_years, self.warehouse, self.clock)
@@ -282,7 +309,7 @@ class CompleteDataIngestion:
             ledger_plan = LedgerStage(lambda: self.source, self.warehouse, None).plan(
                 starts, end, has_work=bool(planned.plan.calls or legacy), unfiltered=self.config.universe == "all")
         return Work(planned, ledger_plan, legacy, universe.refused, tickers=tickers, spans=spans, former=former,
-                    former_calls=former_calls, macro=self._macro_plan(options))
+                    former_calls=former_calls, renames=universe.renames, macro=self._macro_plan(options))
 
     def _macro_plan(self, options: RunOptions) -> MacroPlan:
         """Every MACRO_SERIES, in a nightly run (or shard 1 of one) when FRED_API_KEY is set."""

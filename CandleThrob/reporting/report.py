@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 
 
 def total_calls(work: "Work", verify_calls: int = 0) -> int:
-    """Every call a run will make: data, corporate actions, verification (one page each)."""
-    return work.planned.plan.calls + len(work.ledger.calls) + verify_calls
+    """Every call a run will make to the market-data API: data, corporate actions, ticker events,
+    verification (one page each)."""
+    return work.planned.plan.calls + len(work.ledger.calls) + len(work.renames) + verify_calls
 
 
 def plan_result(work: "Work", end: pd.Timestamp, seconds_per_call: float, verify_calls: int = 0) -> dict[str, Any]:
@@ -40,6 +41,7 @@ def plan_result(work: "Work", end: pd.Timestamp, seconds_per_call: float, verify
             "range_calls": len(plan.ranges), "ledger_calls": len(work.ledger.calls), "verify_calls": verify_calls,
             "missing_cells": plan.missing_cells, "unreachable_cells": planned.unreachable,
             "former_members": len(work.former), "former_member_calls": work.former_calls,
+            "ticker_event_calls": len(work.renames),
             "history_floor": planned.floor.isoformat() if planned.floor else None,
             "macro_series": len(macro.series), "macro_calls_min": macro.min_calls, "macro_calls_max": macro.max_calls,
             "macro_skipped": macro.skipped, "plan_text": "\n".join(lines)}
@@ -63,6 +65,10 @@ def _bars_plan_lines(work: "Work", total: int, seconds_per_call: float, verify_c
         lines.append(f"point in time: {len(work.former)} former members or earlier symbols inside the window "
                      f"(FORMER_MEMBERS), {work.former_calls:+d} calls for them"
                      + (" (the grouped days carry them)" if work.former_calls == 0 else ""))
+    if work.renames:
+        lines.append(f"ticker events: {len(work.renames)} calls for renames the page cannot date ("
+                     + ", ".join(f"{r.old}->{r.new}" for r in work.renames[:5])
+                     + (", ..." if len(work.renames) > 5 else "") + "); the bars are planned again after them")
     lines += work.ledger.describe()
     if verify_calls:
         lines.append(f"verify adjustments: {verify_calls} range calls with adjusted=true, one per ticker")
@@ -92,6 +98,7 @@ def run_result(state: RunState, work: "Work", stats: SourceStats, *, seconds: fl
         "data_calls": plan.calls, "grouped_calls": len(plan.grouped), "range_calls": len(plan.ranges),
         "ledger_calls": len(work.ledger.calls), "missing_cells": plan.missing_cells,
         "former_members": len(work.former), "former_member_calls": work.former_calls,
+        "ticker_event_calls": len(work.renames),
         **state.totals(), "api_calls": stats.total,
         "api_calls_by_endpoint": dict(stats.calls), "failed_api_calls": dict(stats.failed_calls),
         "retries_by_category": dict(stats.retries_by_category), "rate_limited": stats.rate_limited,

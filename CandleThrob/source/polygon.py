@@ -164,6 +164,24 @@ class PolygonSource:
         return self._paginate("dividends", lambda: self.client.list_stocks_dividends(raw=True, **params),
                               what="dividends", max_pages=MAX_LEDGER_PAGES)
 
+    def fetch_ticker_events(self, ticker: str) -> list[tuple[dt.date, str]]:
+        """The vendor's ``ticker_change`` events of the security now trading as ``ticker``:
+        ``(date, the symbol it traded as from that date)``, oldest first. An experimental endpoint."""
+        body = self._call("ticker_events", lambda: self.client.get_ticker_events(ticker, types="ticker_change",
+                                                                                 raw=True),
+                          what=f"ticker events of {ticker}")
+        events = (body.get("results") or {}).get("events") if isinstance(body.get("results"), dict) else None
+        found = []
+        for event in events if isinstance(events, list) else []:
+            change = event.get("ticker_change") if isinstance(event, dict) else None
+            try:
+                day = dt.date.fromisoformat(str(event.get("date")))
+            except ValueError:
+                continue  # a malformed event settles nothing
+            if isinstance(change, dict) and isinstance(change.get("ticker"), str):
+                found.append((day, change["ticker"].strip().upper()))
+        return sorted(found)
+
     def stats(self) -> SourceStats:
         with self._lock:
             calls, failed = dict(self.calls), dict(self.failed_calls)

@@ -26,7 +26,7 @@ import pandas as pd
 from CandleThrob.planning.trading_calendar import DateLike, TradingCalendar
 
 from .anomalies import ACTIONS, ANOMALY_COLUMNS
-from .frames import INTERVAL_COLUMNS, ONE_DAY, day_of
+from .frames import INTERVAL_COLUMNS, ONE_DAY, day_of, interval_frame
 from .membership import membership_intervals
 from .reconcile import reconcile
 from .securities import SymbolConflictError, assign_security_ids, symbol_history
@@ -65,7 +65,8 @@ def build_membership(members: pd.DataFrame, changes: Optional[pd.DataFrame], as_
     walked, anomalies = membership_intervals(members, changes, as_of, calendar=calendar)
     walked, renames = _renames_by_name(walked, changes)
     intervals, disagreements = reconcile(walked, observations)
-    found = [anomalies.assign(action=anomalies["kind"].map(ACTIONS)), renames]
+    intervals, unknown = _unknown_between_sightings(intervals, observations, changes)
+    found = [anomalies.assign(action=anomalies["kind"].map(ACTIONS)), renames, unknown]
     if len(disagreements):
         found.append(pd.DataFrame({
             "kind": disagreements["kind"], "date": disagreements["first_day"], "ticker": disagreements["ticker"],
@@ -106,6 +107,46 @@ def _renames_by_name(intervals: pd.DataFrame, changes: pd.DataFrame) -> tuple[pd
                                     f"({change.added_name} on both sides of the change)",
                           "action": f"one security: {change.removed_ticker} takes CIK {new['cik'].iloc[0]}"})
     return intervals, pd.DataFrame(found, columns=ANOMALY_COLUMNS)
+
+
+def _unknown_between_sightings(intervals: pd.DataFrame, observations: pd.DataFrame,
+                               changes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The tool saw a company (one CIK) as FB, then, after days it did not look, as META: which
+    symbol it traded under on those days is not known, so they belong to no security (no CIK)
+    rather than being guessed. A changes row that adds the new symbol inside the gap dates it."""
+    seen = observations.dropna(subset=["cik"]).sort_values("first_seen")
+    rows, found = intervals.to_dict("records"), []
+    for cik, sightings in seen.groupby("cik"):
+        sightings = sightings.to_dict("records")
+        for older, newer in zip(sightings, sightings[1:]):
+            gap_from, gap_to = older["last_seen"] + ONE_DAY, newer["first_seen"] - ONE_DAY
+            added = changes[(changes["added_ticker"] == newer["ticker"])
+                            & pd.to_datetime(changes["date"]).between(gap_from, newer["first_seen"])]
+            if older["ticker"] == newer["ticker"] or gap_to < gap_from or len(added):
+                continue
+            rows = _cut_unknown(rows, newer["ticker"], cik, gap_from, gap_to)
+            found.append({"kind": "rename_in_gap", "date": gap_from, "ticker": newer["ticker"],
+                          "detail": f"CIK {cik} seen as {older['ticker']} until {older['last_seen']:%Y-%m-%d} and as "
+                                    f"{newer['ticker']} from {newer['first_seen']:%Y-%m-%d}; not looked at between",
+                          "action": "the days between belong to no security until the vendor's ticker events "
+                                    "date the change"})
+    return interval_frame(rows), pd.DataFrame(found, columns=ANOMALY_COLUMNS)
+
+
+def _cut_unknown(rows: list[dict], ticker: str, cik: str, gap_from: pd.Timestamp,
+                 gap_to: pd.Timestamp) -> list[dict]:
+    """``ticker``'s stays of ``cik`` with the days up to ``gap_to`` made CIK-less (unknown)."""
+    out = []
+    for row in rows:
+        first = row["first_day"]
+        if row["ticker"] != ticker or row["cik"] != cik or (pd.notna(first) and first > gap_to) \
+                or (pd.notna(row["last_day"]) and row["last_day"] < gap_from):
+            out.append(row)
+            continue
+        out.append({**row, "cik": None, "last_day": gap_to})
+        if pd.isna(row["last_day"]) or row["last_day"] > gap_to:
+            out.append({**row, "first_day": gap_to + ONE_DAY})
+    return out
 
 
 def wanted_spans(membership: Membership, current: set[str], start: DateLike, end: DateLike,

@@ -11,8 +11,9 @@ says why, and ends partial (exit 1) so cron and Kestra notice.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
 import pandas as pd
@@ -20,10 +21,11 @@ import pandas as pd
 from CandleThrob.clock import Clock
 from CandleThrob.errors import UniverseError, UniversePageRefused, UniverseUnavailableError
 from CandleThrob.planning.trading_calendar import TradingCalendar
+from CandleThrob.universe.events import ASKED, settled_changes, unsettled_renames
 from CandleThrob.universe.pages import ConstituentsPage
 from CandleThrob.universe.pit import Membership, build_membership
 from CandleThrob.universe.tickers import ETF_TICKERS
-from CandleThrob.warehouse.membership import MembershipStore
+from CandleThrob.warehouse.membership import MembershipStore, with_scrape
 from CandleThrob.warehouse.storage import Warehouse
 
 PAGE_DIGEST = "constituents_page_digest"  # the page the stored membership was built from
@@ -36,6 +38,8 @@ class Universe:
     tickers: list[str]
     refused: Optional[str] = None  # why today's page was not believed
     membership: Optional[Membership] = None  # who was a member when (None: --tickers, or never built)
+    page: Optional[ConstituentsPage] = None  # today's page, when it was believed
+    renames: tuple = ()  # events.Rename: symbol changes inside a gap, for the vendor's ticker events
 
 
 class UniverseStage:
@@ -79,27 +83,57 @@ class UniverseStage:
             pd.DataFrame({"ticker": list(ETF_TICKERS), "name": None, "sector": "ETF", "kind": "etf", "cik": None}),
         ], ignore_index=True).drop_duplicates("ticker")
         if not record:
-            return Universe(list(members["ticker"]), membership=self._membership(page, changed=False, record=False))
+            membership = self._membership(page, changed=False, record=False)
+            return Universe(list(members["ticker"]), membership=membership, page=page,
+                            renames=tuple(unsettled_renames(membership, self.events_asked())))
         today = self.clock.today_in_new_york()
         changes = self.warehouse.sync_universe(members, today, kinds=("sp500", "etf"))
         if changes["added"] or changes["removed"]:
             log.info("universe: %d added %s, %d removed %s", len(changes["added"]),
                      changes["added"][:10], len(changes["removed"]), changes["removed"][:10])
-        changed = bool(changes["added"] or changes["removed"] or changes["rejoined"])
-        return Universe(list(self.warehouse.universe(active_only=True)["ticker"]),
-                        membership=self._membership(page, changed=changed, record=True))
+        scrapes = self.store.scrapes()
+        now_watched = with_scrape(scrapes, pd.Timestamp(today))
+        with self.warehouse.transaction() as conn:
+            self.store.record_scrapes(conn, now_watched)
+        # After a pause in the tool's reads, what it saw before means less: rebuild.
+        paused = len(now_watched) != len(scrapes)
+        changed = bool(changes["added"] or changes["removed"] or changes["rejoined"] or paused)
+        membership = self._membership(page, changed=changed, record=True)
+        return Universe(list(self.warehouse.universe(active_only=True)["ticker"]), membership=membership, page=page,
+                        renames=tuple(unsettled_renames(membership, self.events_asked())))
+
+    def events_asked(self) -> set[str]:
+        return set(json.loads(self.warehouse.get_state(ASKED) or "[]"))
+
+    def rebuild(self, universe: Universe) -> Universe:
+        """The membership built again (after ticker events settled a rename's day)."""
+        if universe.page is None:
+            return universe
+        membership = self._membership(universe.page, changed=True, record=True)
+        return replace(universe, membership=membership,
+                       renames=tuple(unsettled_renames(membership, self.events_asked())))
 
     def _membership(self, page: ConstituentsPage, changed: bool, record: bool) -> Membership:
-        """The stored membership, rebuilt when the page or the members changed since it was built."""
+        """The stored membership, rebuilt when the page or the members changed since it was built.
+        Renames the vendor's ticker events dated join the page's changes."""
+        settled = settled_changes(self.warehouse)
+        changes = pd.concat([page.changes, settled], ignore_index=True) if page.changes is not None else settled
         digest = hashlib.sha1(pd.util.hash_pandas_object(page.members, index=False).values.tobytes()
-                              + (pd.util.hash_pandas_object(page.changes, index=False).values.tobytes()
-                                 if page.changes is not None else b"")).hexdigest()
+                              + pd.util.hash_pandas_object(changes.astype(str), index=False).values.tobytes()
+                              ).hexdigest()
         if not changed and self.warehouse.get_state(PAGE_DIGEST) == digest:
             stored = self.store.load()
             if stored is not None:
                 return stored
-        membership = build_membership(page.members, page.changes, self.clock.today_in_new_york(),
-                                      self.store.observations(), self.calendar)
+        today = pd.Timestamp(self.clock.today_in_new_york())
+        # Today's page is a sighting too, recorded or not: --plan sees what the run will see.
+        scrapes = with_scrape(self.store.scrapes(), today)
+        observations = pd.concat([self.store.observations(scrapes), pd.DataFrame({
+            "ticker": page.members["ticker"], "cik": page.members["cik"], "first_seen": today, "last_seen": today})],
+            ignore_index=True)
+        observations = _joined(observations, scrapes)
+        membership = build_membership(page.members, changes if len(changes) else None, today, observations,
+                                      self.calendar)
         if record:
             with self.warehouse.transaction() as conn:
                 self.store.replace(conn, membership)
@@ -123,3 +157,14 @@ class UniverseStage:
                     f"(e.g. {', '.join((removed or added)[:5])}), more than MAX_UNIVERSE_CHANGES={self.max_changes}: "
                     "the index changes a handful of names at a time, so the page is not believed")
         return None
+
+
+def _joined(observations: pd.DataFrame, scrapes: list) -> pd.DataFrame:
+    """One row per ticker, CIK and watched stretch: today's sighting joins the stretch it extends."""
+    stretch = pd.Series(0, index=observations.index)
+    for number, (a, b) in enumerate(scrapes):
+        stretch[(observations["first_seen"] >= a) & (observations["last_seen"] <= b)] = number
+    return (observations.assign(stretch=stretch)
+            .groupby(["ticker", "cik", "stretch"], dropna=False, as_index=False)
+            .agg(first_seen=("first_seen", "min"), last_seen=("last_seen", "max"))
+            .drop(columns="stretch"))

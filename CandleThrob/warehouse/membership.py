@@ -7,6 +7,7 @@ on the page simply writes the corrected stays.
 
 from __future__ import annotations
 
+import json
 from typing import Optional
 
 import pandas as pd
@@ -20,6 +21,9 @@ from CandleThrob.warehouse.schema import index_members, membership_anomalies, sy
 from CandleThrob.warehouse.storage import Warehouse
 
 HISTORY_COLUMNS = ["security_id", "ticker", "valid_from", "valid_to"]
+SCRAPES = "constituents_scrapes"  # the stretches of days the tool read the page
+# Nightly reads on sessions are at most 4 days apart (a long weekend); a longer pause is a gap.
+SCRAPE_GAP_DAYS = 4
 
 
 class MembershipStore:
@@ -27,6 +31,10 @@ class MembershipStore:
         self.warehouse = warehouse
 
     def replace(self, conn: Connection, membership: Membership) -> None:
+        if self.warehouse.backend in ("postgresql", "oracle"):
+            # Shards rebuild at the same time: one replacement after the other, never two interleaved
+            # (SQLite's BEGIN IMMEDIATE already makes writers take turns).
+            conn.exec_driver_sql("LOCK TABLE index_members IN EXCLUSIVE MODE")
         for table in (index_members, symbol_history, membership_anomalies):
             conn.execute(delete(table))
         stays = membership.intervals.sort_values(["ticker", "first_day"], na_position="first")
@@ -65,15 +73,43 @@ class MembershipStore:
             history=_dated(pd.DataFrame(history, columns=HISTORY_COLUMNS), "valid_from", "valid_to"),
             anomalies=_dated(pd.DataFrame(anomalies, columns=ANOMALY_COLUMNS + ["anomaly_id"]), "date"))
 
-    def observations(self) -> pd.DataFrame:
-        """The tool's own sightings of index members: ``ticker, cik, first_seen, last_seen``."""
+    def scrapes(self) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+        """The stretches of days over which the tool read the page every few days (see ``record_scrape``)."""
+        return [(pd.Timestamp(a), pd.Timestamp(b)) for a, b in json.loads(self.warehouse.get_state(SCRAPES) or "[]")]
+
+    def record_scrapes(self, conn: Connection, spans: list[tuple[pd.Timestamp, pd.Timestamp]]) -> None:
+        """Store the stretches (``with_scrape`` adds a day to them)."""
+        self.warehouse.set_state(conn, SCRAPES, json.dumps([[f"{a:%Y-%m-%d}", f"{b:%Y-%m-%d}"] for a, b in spans]))
+
+    def observations(self, scrapes: Optional[list[tuple[pd.Timestamp, pd.Timestamp]]] = None) -> pd.DataFrame:
+        """The tool's own sightings of index members: ``ticker, cik, first_seen, last_seen``, one row per
+        stretch it watched: between two stretches it did not look, so it saw nothing there."""
         u = ticker_universe.c
         with self.warehouse.engine.connect() as conn:
             rows = conn.execute(select(u.ticker, u.cik, u.first_seen, u.last_seen)
                                 .where(u.kind == "sp500").order_by(u.ticker)).all()
-        frame = pd.DataFrame(rows, columns=["ticker", "cik", "first_seen", "last_seen"])
+        frame = _dated(pd.DataFrame(rows, columns=["ticker", "cik", "first_seen", "last_seen"]),
+                       "first_seen", "last_seen")
+        spans = self.scrapes() if scrapes is None else scrapes
+        if spans:
+            pieces = [{**row, "first_seen": max(row["first_seen"], a), "last_seen": min(row["last_seen"], b)}
+                      for row in frame.to_dict("records") for a, b in spans
+                      if max(row["first_seen"], a) <= min(row["last_seen"], b)]
+            frame = _dated(pd.DataFrame(pieces, columns=frame.columns), "first_seen", "last_seen")
         frame["cik"] = frame["cik"].astype(object).where(frame["cik"].notna(), None)
-        return _dated(frame, "first_seen", "last_seen")
+        return frame
+
+
+def with_scrape(spans: list[tuple[pd.Timestamp, pd.Timestamp]], day: pd.Timestamp
+                ) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """``spans`` with a believed page read on ``day``: reads at most ``SCRAPE_GAP_DAYS`` apart (a weekend
+    and a holiday) make one stretch the tool watched; a longer pause starts a new one."""
+    day = pd.Timestamp(day).normalize()
+    if spans and spans[-1][0] <= day <= spans[-1][1]:
+        return spans
+    if spans and day > spans[-1][1] and (day - spans[-1][1]).days <= SCRAPE_GAP_DAYS:
+        return spans[:-1] + [(spans[-1][0], day)]
+    return sorted(spans + [(day, day)])
 
 
 def _insert(conn: Connection, table: Table, rows: list[dict]) -> None:
