@@ -10,6 +10,7 @@ server. ``docs/architecture.md`` draws the flow.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -33,6 +34,7 @@ from CandleThrob.ingestion.state import RunState
 from CandleThrob.ingestion.verify import verify_adjustments
 from CandleThrob.ingestion.writer import BatchWriter
 from CandleThrob.logs import set_run_context
+from CandleThrob.planning.planner import Plan
 from CandleThrob.planning.stage import YOUNG_SESSIONS, CallPlanner, PlannedRun
 from CandleThrob.planning.trading_calendar import TradingCalendar
 from CandleThrob.planning.window import history_floor, learn_history_window, resolve_end, validate_start
@@ -72,6 +74,7 @@ class Work:
     ledger: LedgerPlan
     legacy: dict  # ticker -> first date, of a first-release warehouse still to upgrade
     universe_refused: Optional[str]
+    verify: tuple = ()  # --verify-adjustments: the tickers with stored bars, one range call each
 
 
 @contextlib.contextmanager
@@ -198,12 +201,10 @@ class CompleteDataIngestion:
         with stage("plan"):
             work = self._plan(universe.tickers, end, options, universe.refused)
         if options.plan_only:
-            verify_calls = len(work.planned.tickers) if options.verify_adjustments else 0
-            return plan_result(work, end, self.config.rate_limit_seconds, verify_calls)
+            return plan_result(work, end, self.config.rate_limit_seconds, len(work.verify))
 
         state = RunState(run_id=options.run_id or str(uuid.uuid4()), end=end, tickers=work.planned.tickers,
-                         started=self._started, universe_refused=universe.refused,
-                         verify_calls=len(work.planned.tickers) if options.verify_adjustments else 0)
+                         started=self._started, universe_refused=universe.refused, verify_calls=len(work.verify))
         set_run_context(state.run_id, self.config.secrets())
         lock = RunLock(self.warehouse, state.run_id,
                        name=f"shard-{options.shard[0]}-of-{options.shard[1]}" if options.shard else "main")
@@ -228,9 +229,18 @@ class CompleteDataIngestion:
                               self.config.settle_sessions)
         planned = planner.plan(universe, end, start=options.start, full_refresh=options.full_refresh,
                                shard=options.shard, floor=floor)
+        if options.verify_adjustments:
+            # Verification is all such a run does: one range call per ticker with stored bars,
+            # no data call, no ledger call (the next ordinary run makes those).
+            stored = self.warehouse.latest_closes()
+            verify = tuple(t for t in planned.tickers if t in stored)
+            empty = Plan([], [], 0, planned.plan.sessions)
+            planned = dataclasses.replace(planned, plan=empty, missing={}, settle=frozenset(), retries=0,
+                                          retried=frozenset(), unreachable=0)
+            return Work(planned, LedgerPlan(), {}, refused, verify)
         legacy = upgrade.legacy_starts(self.warehouse)
         ledger_plan = LedgerPlan()
-        if not options.verify_adjustments and (options.shard is None or options.shard[0] == 1):
+        if options.shard is None or options.shard[0] == 1:
             starts = {**planned.starts, **{t: min(d, planned.starts.get(t, d)) for t, d in legacy.items()}}
             ledger_plan = LedgerStage(lambda: self.source, self.warehouse, None).plan(
                 starts, end, has_work=bool(planned.plan.calls or legacy), unfiltered=self.config.universe == "all")
@@ -258,7 +268,7 @@ class CompleteDataIngestion:
             with self.performance_monitor.monitor_operation("complete_ingestion"):
                 if options.verify_adjustments:
                     with stage("verify"):
-                        verify_adjustments(state, work.planned.tickers, lambda: self.source, self.warehouse,
+                        verify_adjustments(state, work.verify, lambda: self.source, self.warehouse,
                                            self._check_stop)
                 else:
                     with stage("corporate actions"):
