@@ -46,7 +46,10 @@ WALLET_VOLUME = "/opt/oracle/wallet:/opt/oracle/wallet:ro"
 SECRET_ENV = ("POLYGON_API_KEY", "ORACLE_USER", "ORACLE_PASSWORD", "ORACLE_DSN",
               "ORACLE_WALLET_PASSWORD")
 SECRET_REF = re.compile(r"\{\{\s*secret\('(?P<name>[A-Z0-9_]+)'\)\s*\}\}")
-PLAIN_ENV = {"TNS_ADMIN": "/opt/oracle/wallet"}
+PLAIN_ENV = {"TNS_ADMIN": "/opt/oracle/wallet", "CANDLETHROB_KESTRA": "true", "MAX_PROCESSING_TIME": "6600"}
+# What the pluginDefaults give every script task, and the tasks therefore do not repeat.
+DEFAULTED = ("containerImage", "taskRunner", "env")
+ORACLE_DOC = ROOT / "docs" / "oracle.md"
 
 
 # --- helpers ----------------------------------------------------------------------
@@ -66,6 +69,44 @@ def walk_tasks(tasks: list) -> list:
 
 def script_tasks(flow: dict) -> list:
     return [t for t in walk_tasks(flow["tasks"]) if "commands" in t]
+
+
+def plugin_defaults(flow: dict, task_type: str) -> dict:
+    """The values of the flow's pluginDefaults for one task type (one block per type)."""
+    blocks = [block for block in flow.get("pluginDefaults") or [] if block["type"] == task_type]
+    assert len(blocks) <= 1, f"more than one pluginDefaults block for {task_type}"
+    return blocks[0]["values"] if blocks else {}
+
+
+def effective(flow: dict, task: dict) -> dict:
+    """A task as Kestra runs it: the flow's plugin defaults for its type, under its own
+    properties (a property the task sets wins; maps such as env are merged)."""
+    merged = dict(plugin_defaults(flow, task["type"]))
+    for key, value in task.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def effective_script_tasks(flow: dict) -> list:
+    return [effective(flow, task) for task in script_tasks(flow)]
+
+
+def iso_seconds(duration: str) -> int:
+    match = re.fullmatch(r"PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?", duration)
+    assert match and duration != "PT", duration
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def all_keys(node) -> set:
+    if isinstance(node, dict):
+        return set(node) | {k for value in node.values() for k in all_keys(value)}
+    if isinstance(node, list):
+        return {k for value in node for k in all_keys(value)}
+    return set()
 
 
 def flow_commands(flow: dict) -> list[str]:
@@ -144,7 +185,7 @@ def test_script_tasks_run_the_image_in_docker_with_the_wallet_read_only(name):
     assert tasks
     image_input = {i["id"]: i for i in flow["inputs"]}["image"]
     assert image_input["defaults"] == "candlethrob:latest"
-    for task in tasks:
+    for task in effective_script_tasks(flow):
         assert task["type"] == SCRIPT_TASK
         assert task["containerImage"] == "{{ inputs.image }}"
         runner = task["taskRunner"]
@@ -164,7 +205,7 @@ def test_script_tasks_time_out_and_retry(name):
 
 @pytest.mark.parametrize("name", FLOW_NAMES)
 def test_credentials_come_from_kestra_secrets(name):
-    for task in script_tasks(load_flow(name)):
+    for task in effective_script_tasks(load_flow(name)):
         env = task["env"]
         for key in SECRET_ENV:
             match = SECRET_REF.fullmatch(str(env[key]))
@@ -186,6 +227,63 @@ def test_commands_run_the_image_entrypoint_and_keep_the_report(name):
             assert argv[argv.index("--log-format") + 1] == "json"
             # The container does not start in the task working directory.
             assert argv[argv.index("--report") + 1] == "{{ workingDir }}/report.json"
+
+
+@pytest.mark.parametrize("name", FLOW_NAMES)
+def test_no_deprecated_warning_on_stderr_property(name):
+    # A no-op since Kestra 0.23 (kestra-io/plugin-scripts#233), deprecated since.
+    assert "warningOnStdErr" not in all_keys(load_flow(name))
+    assert "warningOnStdErr" not in (KESTRA / f"{name}.yml").read_text()
+
+
+@pytest.mark.parametrize("name", FLOW_NAMES)
+def test_runner_and_environment_come_once_from_plugin_defaults(name):
+    flow = load_flow(name)
+    defaults = plugin_defaults(flow, SCRIPT_TASK)
+    assert set(DEFAULTED) <= set(defaults)
+    for task in script_tasks(flow):
+        assert not set(DEFAULTED) & set(task), f"{task['id']} repeats what pluginDefaults set"
+
+
+def test_both_flows_carry_the_same_plugin_defaults():
+    daily, sharded = (load_flow(name)["pluginDefaults"] for name in FLOW_NAMES)
+    assert daily == sharded
+
+
+@pytest.mark.parametrize("name", FLOW_NAMES)
+def test_the_tool_knows_it_runs_in_kestra_and_stops_before_the_timeout(name):
+    for task in effective_script_tasks(load_flow(name)):
+        env = task["env"]
+        assert env["CANDLETHROB_KESTRA"] == "true"
+        budget, timeout = int(env["MAX_PROCESSING_TIME"]), iso_seconds(task["timeout"])
+        # The run stops at a batch boundary: a batch of 25 calls at the free tier's 12 s takes
+        # 5 minutes, and the report and the run row are written after it. A budget over the
+        # timeout would let Kestra kill the container (exit 137) with the run row left `running`.
+        assert budget <= timeout - 10 * 60
+        assert budget >= timeout / 2  # the budget is not wasted either
+        assert (budget, timeout) == (6600, 7200)
+
+
+@pytest.mark.parametrize("name", FLOW_NAMES)
+def test_the_wallet_mount_says_it_needs_volume_enabled(name):
+    lines = (KESTRA / f"{name}.yml").read_text().splitlines()
+    (mount,) = [i for i, line in enumerate(lines) if line.strip() == f"- {WALLET_VOLUME}"]
+    # The comment right above the `volumes:` key of the mount.
+    above = []
+    for line in reversed(lines[:mount - 1]):
+        if not line.strip().startswith("#"):
+            break
+        above.append(line)
+    comment = " ".join(above)
+    assert lines[mount - 1].strip() == "volumes:"
+    assert "volume-enabled: true" in comment and "DPY-4026" in comment and "docs/oracle.md" in comment
+
+
+def test_oracle_doc_explains_dpy_4026():
+    text = ORACLE_DOC.read_text()
+    section = text.split("### DPY-4026", 1)[1].split("\n### ", 1)[0]
+    assert "tnsnames.ora" in section and "volume-enabled: true" in section
+    assert "io.kestra.plugin.scripts.runner.docker.Docker" in text.split("### DPY-4026", 1)[0]
 
 
 def test_sharded_flow_covers_each_shard_exactly_once():

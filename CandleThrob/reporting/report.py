@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -169,28 +170,56 @@ def _temporary(path: Path) -> Path:
     return path.parent / f".{path.name}.{os.getpid()}.tmp"
 
 
-def kestra_outputs(result: dict) -> tuple[dict, list[tuple[str, str, float]]]:
-    """What a Kestra task shows for a run: outputs, and metrics as (kind, name, value)."""
-    outputs = {key: result.get(key) for key in ("run_id", "status", "exit_code", "end", "rows_written",
-                                                "rows_rejected", "api_calls", "pending_cells", "vendor_holes",
-                                                "failed_stage", "error")}
-    metrics = [("counter", name, result.get(name) or 0) for name in
-               ("rows_written", "rows_rejected", "api_calls", "pending_cells", "vendor_holes", "revised_bars")]
-    metrics.append(("timer", "duration", result["seconds"]))
+KESTRA_OUTPUTS = ("run_id", "status", "exit_code", "end", "tickers", "tickers_ok", "tickers_failed",
+                  "rows_written", "rows_rejected", "api_calls", "planned_calls", "remaining_calls", "stopped",
+                  "pending_cells", "vendor_holes", "unreachable_cells", "history_floor", "revised_bars",
+                  "failed_stage", "error")
+KESTRA_COUNTERS = ("rows_written", "rows_rejected", "api_calls", "tickers_failed", "pending_cells", "vendor_holes",
+                   "unreachable_cells", "revised_bars")
+
+
+def kestra_wanted(environ: Mapping[str, str]) -> bool:
+    """The flows set CANDLETHROB_KESTRA=true: Kestra's task runner sets nothing the tool could see."""
+    return str(environ.get("CANDLETHROB_KESTRA", "")).strip().lower() in ("1", "true", "yes", "on")
+
+
+def check_kestra(environ: Mapping[str, str]) -> None:
+    """Before the run: asked to publish to Kestra without the ``kestra`` package is a usage error."""
+    if not kestra_wanted(environ):
+        return
+    try:
+        import kestra  # noqa: F401
+    except ImportError:
+        raise ConfigError("CANDLETHROB_KESTRA=true needs the kestra package (pip install -r requirements.txt); "
+                          "unset CANDLETHROB_KESTRA outside Kestra") from None
+
+
+def kestra_outputs(result: Mapping[str, Any]) -> tuple[dict, list[tuple[str, str, float]]]:
+    """What a Kestra task shows for a run: outputs, and metrics as (kind, name, value).
+    A run that failed before it started (exit 2 or 3) has only some of these."""
+    outputs = {key: result.get(key) for key in KESTRA_OUTPUTS if key in result}
+    if "error" in outputs and not outputs["error"] and result.get("problems"):
+        outputs["error"] = "; ".join(result["problems"])  # why a run that ran to its end is partial
+    metrics = [("counter", name, result.get(name) or 0) for name in KESTRA_COUNTERS if name in result]
+    if "seconds" in result:
+        metrics.append(("timer", "duration", result["seconds"]))
     return outputs, metrics
 
 
-def publish_to_kestra(result: dict, environ: Mapping[str, str]) -> None:
-    """Inside a Kestra task (the flows set CANDLETHROB_KESTRA=true), publish outputs and metrics
-    through Kestra's stdout protocol, with the ``kestra`` package; elsewhere stay silent."""
-    if str(environ.get("CANDLETHROB_KESTRA", "")).strip().lower() not in ("1", "true", "yes", "on"):
+def publish_to_kestra(result: Mapping[str, Any], environ: Mapping[str, str], secrets: Sequence[str] = ()) -> None:
+    """Inside a Kestra task (CANDLETHROB_KESTRA=true), publish outputs and metrics with the
+    ``kestra`` package, which prints Kestra's stdout protocol lines ``::{"outputs": {...}}::``
+    and ``::{"metrics": [...]}::`` (one per metric); elsewhere stay silent."""
+    if not kestra_wanted(environ):
         return
     from kestra import Kestra
 
     outputs, metrics = kestra_outputs(result)
-    Kestra.outputs(outputs)
+    # An error text can quote a URL or a vendor message: scrubbed like the report.
+    Kestra.outputs({k: scrub(v, secrets) if isinstance(v, str) else v for k, v in outputs.items()})
     for kind, name, value in metrics:
         if kind == "timer":
-            Kestra.timer(name, value)
+            Kestra.timer(name, value)  # seconds
         else:
             Kestra.counter(name, value)
+    sys.stdout.flush()
