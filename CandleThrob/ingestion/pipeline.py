@@ -34,10 +34,11 @@ from CandleThrob.ingestion.state import RunState
 from CandleThrob.ingestion.verify import verify_adjustments
 from CandleThrob.ingestion.writer import BatchWriter
 from CandleThrob.logs import set_run_context
-from CandleThrob.planning.planner import Plan
+from CandleThrob.planning.planner import GroupedCall, Plan, RangeCall
 from CandleThrob.planning.stage import YOUNG_SESSIONS, CallPlanner, PlannedRun
 from CandleThrob.planning.trading_calendar import TradingCalendar
-from CandleThrob.planning.window import history_floor, learn_history_window, resolve_end, validate_start
+from CandleThrob.planning.window import (FREE_TIER_YEARS, default_start, history_floor, learn_history_window,
+                                         resolve_end, validate_start)
 from CandleThrob.quality.validator import DataQualityValidator
 from CandleThrob.reporting.monitor import MemoryBudget, PerformanceMonitor
 from CandleThrob.reporting.progress import Progress
@@ -295,22 +296,40 @@ class CompleteDataIngestion:
 
     def _fetch(self, state: RunState, work: Work, universe: Sequence[str], options: RunOptions,
                writer: BatchWriter, ledger: LedgerStage) -> None:
-        """Fetch the plan; if the key's history window refused calls the run did not know
-        about, learn the window and fetch what is reachable of the same cells."""
+        """Fetch the plan. While the key's history window is unknown, the call reaching
+        furthest back beyond the free tier's window goes first, alone: if the key may not
+        read that far (HTTP 403), that one refusal teaches the window and the rest is
+        planned within it, instead of every old call being refused in turn."""
         executor = BatchExecutor(self.config, lambda: self.source, self.warehouse, writer, self.validator,
                                  self.clock, self.stop_event, self._check_stop, self.memory_budget)
         planned = work.planned
         progress = Progress(total=planned.plan.calls, enabled=options.progress,
                             seconds_per_call=self.config.rate_limit_seconds)
+
+        def replan_within_the_window() -> PlannedRun:
+            floor = learn_history_window(self.warehouse, self.clock)
+            clamped = CallPlanner(self.warehouse, self.calendar, self._gaps(), self.config.history_start,
+                                  self.config.settle_sessions).plan(
+                universe, state.end, start=options.start, full_refresh=options.full_refresh,
+                shard=options.shard, floor=floor)
+            state.unreachable, state.history_floor = clamped.unreachable, floor
+            return clamped
+
+        # Beyond the free tier's two years, and beyond the tool's own default window (which a
+        # free key can read): a cold start with the defaults never needs the probe.
+        cutoff = min(default_start(state.end, None).date(), history_floor(FREE_TIER_YEARS, self.warehouse, self.clock))
         try:
+            probe = None if planned.floor is not None else _oldest_call(planned.plan, cutoff)
+            if probe is not None:
+                executor.run(state, _with_calls(planned, [probe]), ledger.split_dates(), progress)
+                if state.stopped:
+                    state.remaining_calls += planned.plan.calls - 1
+                    return
+                planned = replan_within_the_window() if state.window_refusals \
+                    else _with_calls(planned, [c for c in planned.plan.grouped + planned.plan.ranges if c != probe])
             executor.run(state, planned, ledger.split_dates(), progress)
             if state.window_refusals and planned.floor is None and not state.stopped:
-                floor = learn_history_window(self.warehouse, self.clock)
-                planned = CallPlanner(self.warehouse, self.calendar, self._gaps(), self.config.history_start,
-                                      self.config.settle_sessions).plan(
-                    universe, state.end, start=options.start, full_refresh=options.full_refresh,
-                    shard=options.shard, floor=floor)
-                state.unreachable = planned.unreachable
+                planned = replan_within_the_window()
                 executor.run(state, planned, ledger.split_dates(), progress)
         finally:
             progress.close()
@@ -341,6 +360,23 @@ class CompleteDataIngestion:
                 state.status, state.exit_code, result["rows_written"], result["rows_rejected"], stats.total,
                 result["seconds"])
         return result
+
+
+def _oldest_call(plan: Plan, cutoff: dt.date) -> Optional[Union[GroupedCall, RangeCall]]:
+    """The call of ``plan`` that reaches furthest back, if it starts before ``cutoff``."""
+    calls = plan.grouped + plan.ranges
+    if not calls:
+        return None
+    oldest = min(calls, key=lambda c: c.session if isinstance(c, GroupedCall) else c.start)
+    start = oldest.session if isinstance(oldest, GroupedCall) else oldest.start
+    return oldest if start.date() < cutoff else None
+
+
+def _with_calls(planned: PlannedRun, calls: list) -> PlannedRun:
+    """``planned`` making only ``calls`` (a part of its own calls)."""
+    plan = Plan([c for c in calls if isinstance(c, GroupedCall)], [c for c in calls if isinstance(c, RangeCall)],
+                planned.plan.missing_cells, planned.plan.sessions)
+    return dataclasses.replace(planned, plan=plan)
 
 
 def _jsonable(value: Any) -> Any:

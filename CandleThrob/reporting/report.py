@@ -79,7 +79,8 @@ def run_result(state: RunState, work: "Work", stats: SourceStats, *, seconds: fl
         "settled_sessions": sorted(d.isoformat() for d in state.settled),
         "pending_cells": state.gaps.get("pending_cells", 0), "vendor_holes": state.gaps.get("vendor_holes", 0),
         "unreachable_cells": work.planned.unreachable + state.unreachable,
-        "history_floor": work.planned.floor.isoformat() if work.planned.floor else None,
+        "history_floor": (lambda floor: floor.isoformat() if floor else None)(state.history_floor
+                                                                              or work.planned.floor),
         "verified": state.verified,
         "seconds": round(seconds, 3), "peak_rss_mb": round(peak_rss_mb, 1), "database": database,
         "outcomes": {t: {k: v for k, v in o.row(state.run_id).items() if k != "run_id"}
