@@ -81,6 +81,11 @@ def test_plan_shows_the_clamp_on_the_command_line(tmp_path):
         env = {"POLYGON_API_KEY": API_KEY, "POLYGON_BASE_URL": server.url, "DATABASE_URL": url,
                "SP500_URL": f"{server.url}/wiki/List_of_S%26P_500_companies", "POLYGON_RATE_LIMIT": "0",
                "MIN_SP500_SYMBOLS": "1"}
+        before = cli("--plan", "--end", END, "--start", START, env=env)
+        assert before.returncode == 0, before.stderr
+        # Not known yet: the plan says so, and what the run will do about it.
+        assert "history window: not known yet, and calls reach before 2022-06-15" in before.stdout
+        assert "POLYGON_HISTORY_YEARS" in before.stdout
         run = cli("--end", END, "--start", START, env=env)
         assert run.returncode == 0, run.stderr
         assert "beyond this key's history window" in run.stdout
@@ -90,3 +95,4 @@ def test_plan_shows_the_clamp_on_the_command_line(tmp_path):
     assert plan.returncode == 0, plan.stderr
     assert "history window:" in plan.stdout and "not asked" in plan.stdout
     assert plan.stdout.splitlines()[0].startswith("0 calls")
+    assert "not known yet" not in plan.stdout

@@ -202,7 +202,9 @@ class CompleteDataIngestion:
         with stage("plan"):
             work = self._plan(universe.tickers, end, options, universe.refused)
         if options.plan_only:
-            return plan_result(work, end, self.config.rate_limit_seconds, len(work.verify))
+            unknown = work.planned.floor is None and _oldest_call(work.planned.plan, self._probe_cutoff(end))
+            return plan_result(work, end, self.config.rate_limit_seconds, len(work.verify),
+                               window_unknown_before=self._probe_cutoff(end) if unknown else None)
 
         state = RunState(run_id=options.run_id or str(uuid.uuid4()), end=end, tickers=work.planned.tickers,
                          started=self._started, universe_refused=universe.refused, verify_calls=len(work.verify))
@@ -315,11 +317,8 @@ class CompleteDataIngestion:
             state.unreachable, state.history_floor = clamped.unreachable, floor
             return clamped
 
-        # Beyond the free tier's two years, and beyond the tool's own default window (which a
-        # free key can read): a cold start with the defaults never needs the probe.
-        cutoff = min(default_start(state.end, None).date(), history_floor(FREE_TIER_YEARS, self.warehouse, self.clock))
         try:
-            probe = None if planned.floor is not None else _oldest_call(planned.plan, cutoff)
+            probe = None if planned.floor is not None else _oldest_call(planned.plan, self._probe_cutoff(state.end))
             if probe is not None:
                 executor.run(state, _with_calls(planned, [probe]), ledger.split_dates(), progress)
                 if state.stopped:
@@ -337,6 +336,12 @@ class CompleteDataIngestion:
             .young_after(state.end, state.fetched_sessions, state.settled)
         with self.warehouse.transaction() as conn:
             self.warehouse.set_state(conn, YOUNG_SESSIONS, young)
+
+    def _probe_cutoff(self, end: pd.Timestamp) -> dt.date:
+        """Calls starting before this may be refused by a free key: beyond the free tier's two
+        years, and beyond the tool's own default window (so a cold start with the defaults
+        never needs the probe)."""
+        return min(default_start(end, None).date(), history_floor(FREE_TIER_YEARS, self.warehouse, self.clock))
 
     def _stats(self) -> SourceStats:
         return self._source.stats() if self._source is not None else SourceStats()

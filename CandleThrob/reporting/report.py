@@ -3,11 +3,12 @@ the result dict (also the JSON report), the stdout summary, and Kestra's outputs
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import pandas as pd
 
@@ -26,8 +27,10 @@ def total_calls(work: "Work", verify_calls: int = 0) -> int:
     return work.planned.plan.calls + len(work.ledger.calls) + verify_calls
 
 
-def plan_result(work: "Work", end: pd.Timestamp, seconds_per_call: float, verify_calls: int = 0) -> dict[str, Any]:
-    """What ``--plan`` prints and returns: every call the run would make, and its time."""
+def plan_result(work: "Work", end: pd.Timestamp, seconds_per_call: float, verify_calls: int = 0,
+                window_unknown_before: Optional[dt.date] = None) -> dict[str, Any]:
+    """What ``--plan`` prints and returns: every call the run would make, and its time.
+    ``window_unknown_before``: the key's history window is not known yet, and calls start before this."""
     planned, plan = work.planned, work.planned.plan
     total = total_calls(work, verify_calls)
     head = (f"{count_text(total, 'call')}: {plan.calls:,} for {count_text(plan.missing_cells, 'missing cell')} "
@@ -42,6 +45,11 @@ def plan_result(work: "Work", end: pd.Timestamp, seconds_per_call: float, verify
     if planned.floor is not None and planned.unreachable:
         lines.append(f"history window: {planned.unreachable:,} cells before {planned.floor} are older than this "
                      "key's plan serves (POLYGON_HISTORY_YEARS); not asked")
+    if window_unknown_before is not None:
+        lines.append(f"history window: not known yet, and calls reach before {window_unknown_before}; a free key "
+                     "reads two years. The run makes the oldest call first: if the key may not read that far "
+                     "(HTTP 403), it plans again from the earliest reachable date, and the count changes (plus "
+                     "that one refused call). Set POLYGON_HISTORY_YEARS to plan within your key's window now.")
     lines += work.ledger.describe()
     if verify_calls:
         lines.append(f"verify adjustments: {verify_calls} range calls with adjusted=true, one per ticker")
@@ -54,7 +62,9 @@ def plan_result(work: "Work", end: pd.Timestamp, seconds_per_call: float, verify
             "calls": total, "data_calls": plan.calls, "grouped_calls": len(plan.grouped),
             "range_calls": len(plan.ranges), "ledger_calls": len(work.ledger.calls), "verify_calls": verify_calls,
             "missing_cells": plan.missing_cells, "unreachable_cells": planned.unreachable,
-            "history_floor": planned.floor.isoformat() if planned.floor else None, "plan_text": "\n".join(lines)}
+            "history_floor": planned.floor.isoformat() if planned.floor else None,
+            "history_window_unknown_before": window_unknown_before.isoformat() if window_unknown_before else None,
+            "plan_text": "\n".join(lines)}
 
 
 def run_result(state: RunState, work: "Work", stats: SourceStats, *, seconds: float, peak_rss_mb: float,
