@@ -110,3 +110,12 @@ def test_a_usage_error_is_published_too_and_nothing_outside_kestra(tmp_path, mar
     assert metrics == {}
     assert plain.returncode == 0, plain.stderr
     assert "::" not in plain.stdout
+
+
+def test_the_readme_names_every_output_and_metric():
+    from CandleThrob.reporting.report import KESTRA_COUNTERS, KESTRA_OUTPUTS
+
+    from ingest_helpers import ROOT
+    section = (ROOT / "README.md").read_text().split("### Kestra", 1)[1].split("\n### ", 1)[0]
+    for name in (*KESTRA_OUTPUTS, *KESTRA_COUNTERS, "duration", "CANDLETHROB_KESTRA"):
+        assert name in section, name
