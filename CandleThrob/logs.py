@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import logging
 import sys
+import threading
 from typing import Iterable, Optional, TextIO
 
 ROOT = "CandleThrob"
@@ -56,15 +57,31 @@ class TextFormatter(logging.Formatter):
 
 
 def configure_logging(fmt: str = "text", level: int = logging.INFO, stream: Optional[TextIO] = None) -> None:
-    """Route the project's loggers (and the client library's) to stderr."""
+    """Route the project's loggers, the client library's, every other library's warnings
+    (the root logger: urllib3, ...) and Python's ``warnings`` to stderr, in one format.
+    With JSON, an uncaught exception, in any thread, is a JSON line too, not a bare traceback."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(_RunContext())
-    for name in (ROOT, "massive", "RESTClient"):
+    for name in (ROOT, "massive", "RESTClient", ""):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(level if name == ROOT else logging.WARNING)
-        logger.propagate = False
+        logger.propagate = not name
+    logging.captureWarnings(True)  # warnings.warn(...) -> the "py.warnings" logger -> the root's handler
+    if fmt == "json":
+        sys.excepthook = _log_uncaught
+        threading.excepthook = lambda args: _log_uncaught(args.exc_type, args.exc_value, args.exc_traceback,
+                                                          args.thread.name if args.thread else None)
+
+
+def _log_uncaught(exc_type: type, exc: BaseException, tb: object, thread: Optional[str] = None) -> None:
+    if issubclass(exc_type, KeyboardInterrupt):
+        sys.__excepthook__(exc_type, exc, tb)
+        return
+    where = f" in thread {thread}" if thread else ""
+    get_ingestion_logger("cli").critical("unexpected error%s: %s: %s", where, exc_type.__name__, exc,
+                                         exc_info=(exc_type, exc, tb))
 
 
 def set_run_context(run_id: Optional[str], secrets: Iterable[str] = ()) -> None:

@@ -14,8 +14,10 @@ SQLite file, with no rate limit, through five cases in order:
       session before it is already stored)
 
 Calls are counted in the server's own request log: paths under ``/v2/aggs``
-are data calls, ``/v3/reference/splits`` the splits call; the constituents
-page is not an API call and is not counted. Each count is priced at the free
+are data calls (a grouped call for a session stored on its own evening is the
+settle window asking it again), ``/stocks/v1/splits`` and ``/stocks/v1/dividends``
+the corporate-actions ledger's calls; the constituents page is not an API call
+and is not counted. Each count is priced at the free
 tier's 12 s per call. The seed made one range call per ticker per run, so its
 count is the universe size in every case. Prints figures; asserts nothing.
 """
@@ -86,11 +88,11 @@ def clock_after(day: dt.date) -> dt.datetime:
 
 
 def count_calls(requests: list[dict]) -> tuple[int, int, int, int]:
-    """(data calls, of which grouped, of which range, splits calls)."""
+    """(data calls, of which grouped, of which range, corporate-actions calls: splits and dividends)."""
     data = [r for r in requests if r["path"].startswith("/v2/aggs")]
     grouped = sum(r["path"].startswith("/v2/aggs/grouped/") for r in data)
-    splits = sum(r["path"] == "/v3/reference/splits" for r in requests)
-    return len(data), grouped, len(data) - grouped, splits
+    ledger = sum(r["path"] in ("/stocks/v1/splits", "/stocks/v1/dividends") for r in requests)
+    return len(data), grouped, len(data) - grouped, ledger
 
 
 def main(argv=None) -> int:
@@ -133,7 +135,8 @@ def main(argv=None) -> int:
             rows.append([label, f"{ours} ({data} + {splits})", duration(ours * FREE_TIER_SECONDS_PER_CALL),
                          universe, duration(universe * FREE_TIER_SECONDS_PER_CALL)])
             details.append(f"  {label}: --end {end} -> session {result['end']}; status {result['status']}; "
-                           f"{grouped} grouped + {ranged} range + {splits} splits calls "
+                           f"{grouped} grouped (settle window: {', '.join(result['settled_sessions']) or 'none'}) "
+                           f"+ {ranged} range + {splits} corporate-actions calls "
                            f"(planned {result['planned_calls']}); {result['rows_written']} bars written; "
                            f"{wall:.1f} s at no rate limit")
             if label.startswith("(a)"):
@@ -152,8 +155,8 @@ def main(argv=None) -> int:
         case(f"(e) --end {HOLIDAY} (holiday)", HOLIDAY, THREE_NEW)
 
     print(f"\ncalls per run ({FREE_TIER_SECONDS_PER_CALL:g} s per call at the free tier; "
-          "CandleThrob's count is data + splits calls from the server's request log):\n")
-    print(markdown_table(["case", "CandleThrob calls (data + splits)", "time at 12 s/call",
+          "CandleThrob's count is data + corporate-actions calls from the server's request log):\n")
+    print(markdown_table(["case", "CandleThrob calls (data + splits/dividends)", "time at 12 s/call",
                           "seed calls", "seed time"], rows))
     print("\ndetails:")
     print("\n".join(details))

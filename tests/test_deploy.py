@@ -46,7 +46,10 @@ WALLET_VOLUME = "/opt/oracle/wallet:/opt/oracle/wallet:ro"
 SECRET_ENV = ("POLYGON_API_KEY", "ORACLE_USER", "ORACLE_PASSWORD", "ORACLE_DSN",
               "ORACLE_WALLET_PASSWORD")
 SECRET_REF = re.compile(r"\{\{\s*secret\('(?P<name>[A-Z0-9_]+)'\)\s*\}\}")
-PLAIN_ENV = {"TNS_ADMIN": "/opt/oracle/wallet"}
+PLAIN_ENV = {"TNS_ADMIN": "/opt/oracle/wallet", "CANDLETHROB_KESTRA": "true", "MAX_PROCESSING_TIME": "6600"}
+# What the pluginDefaults give every script task, and the tasks therefore do not repeat.
+DEFAULTED = ("containerImage", "taskRunner", "env")
+ORACLE_DOC = ROOT / "docs" / "oracle.md"
 
 
 # --- helpers ----------------------------------------------------------------------
@@ -66,6 +69,44 @@ def walk_tasks(tasks: list) -> list:
 
 def script_tasks(flow: dict) -> list:
     return [t for t in walk_tasks(flow["tasks"]) if "commands" in t]
+
+
+def plugin_defaults(flow: dict, task_type: str) -> dict:
+    """The values of the flow's pluginDefaults for one task type (one block per type)."""
+    blocks = [block for block in flow.get("pluginDefaults") or [] if block["type"] == task_type]
+    assert len(blocks) <= 1, f"more than one pluginDefaults block for {task_type}"
+    return blocks[0]["values"] if blocks else {}
+
+
+def effective(flow: dict, task: dict) -> dict:
+    """A task as Kestra runs it: the flow's plugin defaults for its type, under its own
+    properties (a property the task sets wins; maps such as env are merged)."""
+    merged = dict(plugin_defaults(flow, task["type"]))
+    for key, value in task.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def effective_script_tasks(flow: dict) -> list:
+    return [effective(flow, task) for task in script_tasks(flow)]
+
+
+def iso_seconds(duration: str) -> int:
+    match = re.fullmatch(r"PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?", duration)
+    assert match and duration != "PT", duration
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def all_keys(node) -> set:
+    if isinstance(node, dict):
+        return set(node) | {k for value in node.values() for k in all_keys(value)}
+    if isinstance(node, list):
+        return {k for value in node for k in all_keys(value)}
+    return set()
 
 
 def flow_commands(flow: dict) -> list[str]:
@@ -144,7 +185,7 @@ def test_script_tasks_run_the_image_in_docker_with_the_wallet_read_only(name):
     assert tasks
     image_input = {i["id"]: i for i in flow["inputs"]}["image"]
     assert image_input["defaults"] == "candlethrob:latest"
-    for task in tasks:
+    for task in effective_script_tasks(flow):
         assert task["type"] == SCRIPT_TASK
         assert task["containerImage"] == "{{ inputs.image }}"
         runner = task["taskRunner"]
@@ -164,7 +205,7 @@ def test_script_tasks_time_out_and_retry(name):
 
 @pytest.mark.parametrize("name", FLOW_NAMES)
 def test_credentials_come_from_kestra_secrets(name):
-    for task in script_tasks(load_flow(name)):
+    for task in effective_script_tasks(load_flow(name)):
         env = task["env"]
         for key in SECRET_ENV:
             match = SECRET_REF.fullmatch(str(env[key]))
@@ -186,6 +227,63 @@ def test_commands_run_the_image_entrypoint_and_keep_the_report(name):
             assert argv[argv.index("--log-format") + 1] == "json"
             # The container does not start in the task working directory.
             assert argv[argv.index("--report") + 1] == "{{ workingDir }}/report.json"
+
+
+@pytest.mark.parametrize("name", FLOW_NAMES)
+def test_no_deprecated_warning_on_stderr_property(name):
+    # A no-op since Kestra 0.23 (kestra-io/plugin-scripts#233), deprecated since.
+    assert "warningOnStdErr" not in all_keys(load_flow(name))
+    assert "warningOnStdErr" not in (KESTRA / f"{name}.yml").read_text()
+
+
+@pytest.mark.parametrize("name", FLOW_NAMES)
+def test_runner_and_environment_come_once_from_plugin_defaults(name):
+    flow = load_flow(name)
+    defaults = plugin_defaults(flow, SCRIPT_TASK)
+    assert set(DEFAULTED) <= set(defaults)
+    for task in script_tasks(flow):
+        assert not set(DEFAULTED) & set(task), f"{task['id']} repeats what pluginDefaults set"
+
+
+def test_both_flows_carry_the_same_plugin_defaults():
+    daily, sharded = (load_flow(name)["pluginDefaults"] for name in FLOW_NAMES)
+    assert daily == sharded
+
+
+@pytest.mark.parametrize("name", FLOW_NAMES)
+def test_the_tool_knows_it_runs_in_kestra_and_stops_before_the_timeout(name):
+    for task in effective_script_tasks(load_flow(name)):
+        env = task["env"]
+        assert env["CANDLETHROB_KESTRA"] == "true"
+        budget, timeout = int(env["MAX_PROCESSING_TIME"]), iso_seconds(task["timeout"])
+        # The run stops at a batch boundary: a batch of 25 calls at the free tier's 12 s takes
+        # 5 minutes, and the report and the run row are written after it. A budget over the
+        # timeout would let Kestra kill the container (exit 137) with the run row left `running`.
+        assert budget <= timeout - 10 * 60
+        assert budget >= timeout / 2  # the budget is not wasted either
+        assert (budget, timeout) == (6600, 7200)
+
+
+@pytest.mark.parametrize("name", FLOW_NAMES)
+def test_the_wallet_mount_says_it_needs_volume_enabled(name):
+    lines = (KESTRA / f"{name}.yml").read_text().splitlines()
+    (mount,) = [i for i, line in enumerate(lines) if line.strip() == f"- {WALLET_VOLUME}"]
+    # The comment right above the `volumes:` key of the mount.
+    above = []
+    for line in reversed(lines[:mount - 1]):
+        if not line.strip().startswith("#"):
+            break
+        above.append(line)
+    comment = " ".join(above)
+    assert lines[mount - 1].strip() == "volumes:"
+    assert "volume-enabled: true" in comment and "DPY-4026" in comment and "docs/oracle.md" in comment
+
+
+def test_oracle_doc_explains_dpy_4026():
+    text = ORACLE_DOC.read_text()
+    section = text.split("### DPY-4026", 1)[1].split("\n### ", 1)[0]
+    assert "tnsnames.ora" in section and "volume-enabled: true" in section
+    assert "io.kestra.plugin.scripts.runner.docker.Docker" in text.split("### DPY-4026", 1)[0]
 
 
 def test_sharded_flow_covers_each_shard_exactly_once():
@@ -326,20 +424,39 @@ def test_wrapper_passes_shellcheck():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# A stand-in for the tool, as the wrapper sees it: a JSON log line of its own (with a run
+# id) on stderr, a report for exit 0 and 1 at the --report path, the exit code asked for.
 FAKE_TOOL = """\
 import json, os, signal, sys, time
 mode = os.environ.get("FAKE_MODE", "exit")
+code = int(os.environ.get("FAKE_EXIT", "0"))
 print(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(),
                   "env": {k: os.environ.get(k) for k in ("FOO", "BAR", "BAZ", "QUX", "PRESET")}}),
       flush=True)
+if os.environ.get("FAKE_SILENT"):
+    print("Traceback (most recent call last):", file=sys.stderr, flush=True)
+    print("ModuleNotFoundError: No module named 'pandas'", file=sys.stderr, flush=True)
+else:
+    print(json.dumps({"time": "t", "level": "info", "logger": "CandleThrob.cli", "run_id": "fake-run",
+                      "message": "fake"}), file=sys.stderr, flush=True)
+print(os.environ.get("FAKE_PLAIN", "CandleThrob run fake-run: a summary line"), flush=True)
 if mode == "wait":
     def stop(signum, frame):
         print(json.dumps({"signal": signum}), flush=True)
         sys.exit(128 + signum)
     signal.signal(signal.SIGTERM, stop)
     time.sleep(60)
-sys.exit(int(os.environ.get("FAKE_EXIT", "0")))
+reported = os.environ.get("FAKE_REPORT", "auto")
+if reported != "none" and (code in (0, 1) or reported != "auto"):
+    path = sys.argv[sys.argv.index("--report") + 1]
+    with open(path, "w") as report:
+        report.write(json.dumps({"exit_code": int(reported) if reported != "auto" else code,
+                                 "run_id": "fake-run"}, indent=2, sort_keys=True) + "\\n")
+if code > 128:
+    os.kill(os.getpid(), code - 128)
+sys.exit(code)
 """
+REPORT_NAME = re.compile(r"report-\d{4}-\d{2}-\d{2}T\d{6}-\d+\.json")
 
 
 @pytest.fixture
@@ -357,7 +474,7 @@ def wrapper_env(tmp_path):
 
 def run_wrapper(env: dict, *args: str, **extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(WRAPPER), *args], env={**env, **extra},
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=120)
 
 
 def log_dir(env: dict) -> Path:
@@ -365,14 +482,28 @@ def log_dir(env: dict) -> Path:
 
 
 def log_records(env: dict) -> list[dict]:
-    """The log file as JSON lines: the tool's and the wrapper's."""
-    text = (log_dir(env) / "candlethrob.log").read_text()
-    return [json.loads(line) for line in text.splitlines()]
+    """The log file as JSON lines: the tool's and the wrapper's. Every line must parse."""
+    records = []
+    for line in (log_dir(env) / "candlethrob.log").read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            pytest.fail(f"a line of the log is not JSON: {line!r}")
+        assert isinstance(records[-1], dict), line
+    return records
+
+
+def wrapper_messages(env: dict) -> list[dict]:
+    return [r for r in log_records(env) if r.get("logger") == "run-candlethrob" and "stream" not in r]
 
 
 def tool_record(env: dict) -> dict:
     (record,) = [r for r in log_records(env) if "argv" in r]
     return record
+
+
+def reports(env: dict) -> list[Path]:
+    return sorted(log_dir(env).glob("report-*.json"))
 
 
 @pytest.mark.parametrize("code", [0, 1, 2, 3, 4])
@@ -382,15 +513,36 @@ def test_wrapper_logs_the_run_and_exits_with_the_tools_code(wrapper_env, code):
     assert result.stdout == ""
     # Silent on success; one line for cron to mail otherwise.
     assert (result.stderr == "") == (code == 0)
-    records = log_records(wrapper_env)
-    wrapper_lines = [r for r in records if r.get("logger") == "run-candlethrob"]
-    assert len(wrapper_lines) == 2
-    assert f"exit {code}" in wrapper_lines[-1]["message"]
+    assert "CRASH" not in result.stderr
+    lines = wrapper_messages(wrapper_env)
+    assert len(lines) == 2
+    assert f"exit {code}" in lines[-1]["message"] and "CRASH" not in lines[-1]["message"]
     argv = tool_record(wrapper_env)["argv"]
     assert argv[:4] == ["--log-format", "json", "--no-progress", "--report"]
     report = Path(argv[4])
     assert report.parent == log_dir(wrapper_env)
-    assert re.fullmatch(r"report-\d{4}-\d{2}-\d{2}\.json", report.name)
+    assert REPORT_NAME.fullmatch(report.name)
+    # The tool's plain stdout line is in the log, wrapped as JSON.
+    assert {"stream": "stdout", "message": "CandleThrob run fake-run: a summary line"}.items() <= \
+        [r for r in log_records(wrapper_env) if r.get("stream") == "stdout"][0].items()
+
+
+@pytest.mark.parametrize("extra, code, says", [
+    ({"FAKE_EXIT": "1", "FAKE_REPORT": "none", "FAKE_SILENT": "1"}, 70, "exit 1 without a report"),
+    ({"FAKE_EXIT": "0", "FAKE_REPORT": "none"}, 70, "exit 0 without a report"),
+    ({"FAKE_EXIT": "1", "FAKE_REPORT": "0"}, 70, "exit 1, but its report says exit 0"),
+    ({"FAKE_EXIT": "2", "FAKE_SILENT": "1"}, 70, "exit 2 without a log line of the tool's own"),
+    ({"FAKE_EXIT": "137"}, 137, "exit 137: killed by signal KILL"),
+    ({"FAKE_EXIT": "5"}, 5, "exit 5, which the tool never uses"),
+], ids=["importerror-like", "no-report", "report-disagrees", "interpreter-usage", "sigkill", "unknown-code"])
+def test_wrapper_tells_a_crash_from_a_partial_run(wrapper_env, extra, code, says):
+    result = run_wrapper(wrapper_env, **extra)
+    assert result.returncode == code
+    last = wrapper_messages(wrapper_env)[-1]
+    assert last["level"] == "ERROR" and last["message"].startswith(f"CRASH, not a partial run: {says}")
+    assert result.stderr.startswith(f"candlethrob: CRASH (exit {extra['FAKE_EXIT']}): {says}")
+    if "FAKE_SILENT" in extra:  # the last thing the interpreter said is in the mail
+        assert "(last error: ModuleNotFoundError: No module named 'pandas')" in result.stderr
 
 
 def test_wrapper_runs_in_the_install_dir_and_passes_extra_options(wrapper_env):
@@ -410,7 +562,8 @@ def test_wrapper_defaults_its_home_to_the_repository(wrapper_env, tmp_path):
 def test_wrapper_default_command_runs_the_module(wrapper_env, tmp_path):
     del wrapper_env["CANDLETHROB_CMD"]
     python = tmp_path / "python"
-    python.write_text('#!/bin/sh\nprintf \'{"argv": "%s", "pythonpath": "%s"}\\n\' "$*" "$PYTHONPATH"\n')
+    python.write_text('#!/bin/sh\nprintf \'{"argv": "%s", "pythonpath": "%s"}\\n\' "$*" "$PYTHONPATH"\n'
+                      'for last; do :; done\nprintf \'{\\n  "exit_code": 0\\n}\\n\' > "$last"\n')
     python.chmod(0o755)
     result = run_wrapper(wrapper_env, CANDLETHROB_PYTHON=str(python))
     assert result.returncode == 0, result.stderr
@@ -464,21 +617,165 @@ def test_wrapper_appends_to_a_log_under_the_limit(wrapper_env):
     assert not (logs / "candlethrob.log.1").exists()
 
 
-def test_wrapper_rejects_bad_log_settings(wrapper_env):
-    result = run_wrapper(wrapper_env, CANDLETHROB_LOG_MAX_BYTES="10MB")
+@pytest.mark.parametrize("setting, value", [("CANDLETHROB_LOG_MAX_BYTES", "10MB"),
+                                            ("CANDLETHROB_REPORT_KEEP", "-1"),
+                                            ("CANDLETHROB_REPORT_DAYS", "a month")])
+def test_wrapper_rejects_bad_log_settings(wrapper_env, setting, value):
+    result = run_wrapper(wrapper_env, **{setting: value})
     assert result.returncode == 2
-    assert "CANDLETHROB_LOG_MAX_BYTES" in result.stderr
+    assert setting in result.stderr
+
+
+def test_wrapper_prunes_old_reports_by_count_and_by_age(wrapper_env):
+    logs = log_dir(wrapper_env)
+    logs.mkdir()
+    now = time.time()
+    ages = {"report-2024-01-02.json": 400, "report-2024-06-01T211500-7.json": 31,  # older than 30 days
+            **{f"report-2024-07-{d:02d}T211500-{d}.json": 30 - d for d in range(1, 11)}}  # 29 .. 20 days
+    for name, days in ages.items():
+        path = logs / name
+        path.write_text("{}\n")
+        os.utime(path, (now - days * 86400, now - days * 86400))
+    (logs / "keep-me.json").write_text("{}\n")  # not a report: never pruned
+    os.utime(logs / "keep-me.json", (now - 900 * 86400, now - 900 * 86400))
+    result = run_wrapper(wrapper_env, CANDLETHROB_REPORT_KEEP="5", CANDLETHROB_REPORT_DAYS="30")
+    assert result.returncode == 0, result.stderr
+    names = [p.name for p in reports(wrapper_env)]
+    # This run's report and the four newest of the old ones; the two past 30 days went first.
+    assert len(names) == 5 and sum(bool(REPORT_NAME.fullmatch(n)) and "T211500" not in n for n in names) == 1
+    assert sorted(n for n in names if "T211500" in n) == [f"report-2024-07-{d:02d}T211500-{d}.json"
+                                                          for d in (7, 8, 9, 10)]
+    assert (logs / "keep-me.json").exists()
+    assert "pruned 8 old reports" in wrapper_messages(wrapper_env)[-1]["message"]
+
+
+def test_wrapper_keeps_reports_when_told_to(wrapper_env):
+    logs = log_dir(wrapper_env)
+    logs.mkdir()
+    old = logs / "report-2020-01-02.json"
+    old.write_text("{}\n")
+    os.utime(old, (0, 0))
+    assert run_wrapper(wrapper_env, CANDLETHROB_REPORT_KEEP="0", CANDLETHROB_REPORT_DAYS="0").returncode == 0
+    assert old.exists() and len(reports(wrapper_env)) == 2
+
+
+def test_wrapper_writes_json_lines_without_a_python_on_path(wrapper_env, tmp_path):
+    # A PATH with the shell tools the wrapper uses and no python3: its own filter then runs in bash.
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for name in ("bash", "env", "date", "mkfifo", "mktemp", "rm", "mkdir", "find", "sort", "tail", "head", "sed",
+                 "wc", "mv", "dirname", "cat"):
+        found = shutil.which(name)
+        assert found, name
+        (tools / name).symlink_to(found)
+    tricky = 'a "quoted"\tline with \\ backslash and {braces}'
+    result = run_wrapper(wrapper_env, PATH=str(tools), FAKE_PLAIN=tricky)
+    assert result.returncode == 0, result.stderr
+    records = log_records(wrapper_env)  # every line parses
+    assert tricky in [r["message"] for r in records if r.get("stream") == "stdout"]
+    # The tool's own log line passes as it is; a line of another shape is wrapped, JSON or not.
+    assert {"logger": "CandleThrob.cli", "run_id": "fake-run"}.items() <= records[1].items()
 
 
 def test_wrapper_hands_sigterm_to_the_tool(wrapper_env):
     process = subprocess.Popen([str(WRAPPER)], env={**wrapper_env, "FAKE_MODE": "wait"},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = log_dir(wrapper_env) / "candlethrob.log"
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while not (log.exists() and '"argv"' in log.read_text()):
         assert time.monotonic() < deadline and process.poll() is None, "the tool never started"
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=20)
+    process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM
     assert {"signal": signal.SIGTERM} in log_records(wrapper_env)
+    assert "interrupted" in wrapper_messages(wrapper_env)[-1]["message"]
+
+
+# --- the cron wrapper with the real tool ------------------------------------------------
+
+REAL_END = "2024-03-15"
+
+
+@pytest.fixture
+def real_install(tmp_path):
+    """A scratch install whose CandleThrob is this checkout's, run by this interpreter."""
+    home = tmp_path / "install"
+    home.mkdir()
+    (home / "CandleThrob").symlink_to(ROOT / "CandleThrob")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CANDLETHROB_", "POLYGON_", "MASSIVE_", "DATABASE_URL", "ORACLE_", "PYTHON"))}
+    env.update(CANDLETHROB_HOME=str(home), CANDLETHROB_PYTHON=sys.executable)
+    return env
+
+
+def _real_env(env: dict, server, tmp_path) -> dict:
+    return {**env, "POLYGON_API_KEY": "test-key-6f1d", "POLYGON_BASE_URL": server.url,
+            "SP500_URL": f"{server.url}/wiki/List_of_S%26P_500_companies", "POLYGON_RATE_LIMIT": "0",
+            "MIN_SP500_SYMBOLS": "1", "HISTORY_START": "2024-03-01",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'wh.db'}"}
+
+
+def _server(market):
+    from CandleThrob.testing.polygon_server import PolygonServer
+    return PolygonServer(market, api_key="test-key-6f1d", today=REAL_END)
+
+
+@pytest.fixture(scope="module")
+def small_market():
+    from CandleThrob.testing.datagen import generate_market
+    return generate_market(2, "2024-01-02", "2024-03-28", seed=12)
+
+
+def test_wrapper_with_the_real_tool_success(real_install, tmp_path, small_market):
+    with _server(small_market) as server:
+        result = run_wrapper(_real_env(real_install, server, tmp_path), "--end", REAL_END)
+    assert result.returncode == 0, result.stderr + (log_dir(real_install) / "candlethrob.log").read_text()
+    assert result.stderr == ""
+    records = log_records(real_install)  # every line parses
+    (report,) = reports(real_install)
+    data = json.loads(report.read_text())
+    assert data["status"] == "success"
+    tool_lines = [r for r in records if r.get("logger", "").startswith("CandleThrob")]
+    assert tool_lines and {r["run_id"] for r in tool_lines} == {data["run_id"]}
+    summary = [r["message"] for r in records if r.get("stream") == "stdout"]
+    assert summary[0] == f"CandleThrob run {data['run_id']}: success (exit 0)"
+    assert wrapper_messages(real_install)[-1]["message"] == "finished, exit 0"
+
+
+def test_wrapper_with_the_real_tool_partial(real_install, tmp_path, small_market):
+    good = small_market.bars("SPY")
+    small_market.add_bars(good.assign(high=good["low"] / 2))  # SPY's bars are all refused: quarantined
+    try:
+        with _server(small_market) as server:
+            result = run_wrapper(_real_env(real_install, server, tmp_path), "--end", REAL_END,
+                                 "--tickers", "SPY,QQQ")
+    finally:
+        small_market.add_bars(good)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("candlethrob: partial run (exit 1)") and "CRASH" not in result.stderr
+    log_records(real_install)
+    (report,) = reports(real_install)
+    assert json.loads(report.read_text())["status"] == "partial"
+    last = wrapper_messages(real_install)[-1]
+    assert last["level"] == "WARNING" and last["message"].startswith("finished, exit 1: partial run")
+
+
+def test_wrapper_with_a_python_lacking_the_dependencies_is_a_crash(real_install, tmp_path, small_market):
+    bare = tmp_path / "bare-venv"  # a Python with nothing installed: `import pandas` fails
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    with _server(small_market) as server:
+        env = {**_real_env(real_install, server, tmp_path), "CANDLETHROB_PYTHON": str(bare / "bin" / "python")}
+        result = run_wrapper(env, "--end", REAL_END)
+        assert [r for r in server.requests] == []
+    assert result.returncode == 70
+    assert result.stderr.startswith("candlethrob: CRASH (exit 1): exit 1 without a report")
+    assert "(last error: ModuleNotFoundError: No module named " in result.stderr
+    records = log_records(real_install)  # the traceback too is JSON lines now
+    traceback = [r["message"] for r in records if r.get("stream") == "stderr"]
+    assert traceback[0] == "Traceback (most recent call last):"
+    assert traceback[-1].startswith("ModuleNotFoundError: No module named ")
+    assert reports(real_install) == []
+    last = wrapper_messages(real_install)[-1]
+    assert last["level"] == "ERROR" and last["message"].startswith("CRASH, not a partial run")
+    assert "some tickers failed" not in (log_dir(real_install) / "candlethrob.log").read_text()

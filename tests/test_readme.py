@@ -48,7 +48,13 @@ def test_command_line_table_matches_the_parser():
 
 def test_quick_start_commands_are_the_ones_ci_and_users_run():
     quick = README.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
-    assert quick.strip().splitlines() == ["pip install -r requirements.txt",
-                                          "python -m CandleThrob.ingestion.ingest_data --demo"]
+    # A venv first: Debian's system Python refuses pip installs (PEP 668).
+    assert quick.strip().splitlines() == [
+        "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt",
+        "python -m CandleThrob.ingestion.ingest_data --demo"]
+    head = README.split("## Quick start", 1)[1].split("```bash", 1)[0]
+    assert "Python 3.11 or later" in head
+    requires = re.search(r'requires-python = ">=(\d+\.\d+)"', (ROOT / "pyproject.toml").read_text()).group(1)
+    assert f"Python {requires} or later" in head
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "-m pytest -q" in ci and "python -m pytest -q" in README

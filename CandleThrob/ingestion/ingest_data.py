@@ -22,7 +22,7 @@ import signal
 import sys
 import uuid
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, NoReturn, Optional, Sequence
 
 if __package__ in (None, ""):
     # Run by path (the Kestra task does this): make the package importable and
@@ -41,7 +41,7 @@ from CandleThrob.logs import configure_logging, get_ingestion_logger, scrub, set
 from CandleThrob.planning.shards import parse_shard
 from CandleThrob.quality.validator import DataQualityValidator
 from CandleThrob.reporting.monitor import PerformanceMonitor
-from CandleThrob.reporting.report import check_report_path, publish_to_kestra, summary, write_report
+from CandleThrob.reporting.report import check_kestra, check_report_path, publish_to_kestra, summary, write_report
 from CandleThrob.source.ratelimit import RateLimiter
 from CandleThrob.source.retry import retry_on_failure
 from CandleThrob.universe.constituents import get_sp500_tickers
@@ -67,8 +67,24 @@ EPILOG = ("Exit codes: 0 ok; 1 finished, but something failed, was quarantined o
           "database, universe); 4 another run holds the lock; 130/143 interrupted (checkpoint kept).")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that with ``--log-format json`` a usage error is one JSON line on
+    stderr (with the run id), like every other line the tool writes there."""
+
+    json_errors = False
+    run_id: Optional[str] = None
+
+    def error(self, message: str) -> NoReturn:
+        if not self.json_errors:
+            super().error(message)
+        set_run_context(self.run_id)
+        configure_logging("json")
+        log.error("usage: %s (see %s --help)", message, self.prog)
+        sys.exit(2)
+
+
 def build_parser(prog: str = "candlethrob-ingest") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=prog, epilog=EPILOG,
         description="Bring the daily OHLCV warehouse up to the last completed NYSE session "
                     "with the fewest Polygon API calls.")
@@ -124,7 +140,9 @@ def parse_options(args: argparse.Namespace, run_id: Optional[str] = None) -> Run
     return RunOptions(end=args.end, start=args.start, tickers=tickers, plan_only=args.plan,
                       full_refresh=args.full_refresh, verify_adjustments=args.verify_adjustments,
                       shard=parse_shard(args.shard) if args.shard else None,
-                      progress=not args.no_progress, run_id=run_id, macro_only=args.macro_only)
+                      # a progress bar on stderr is not a JSON line
+                      progress=not args.no_progress and args.log_format != "json", run_id=run_id,
+                      macro_only=args.macro_only)
 
 
 def _check_macro_only(args: argparse.Namespace) -> None:
@@ -138,19 +156,39 @@ def _check_macro_only(args: argparse.Namespace) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str, str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_ingest(args, environ)
-
-
-def run_ingest(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = None) -> int:
-    """The ingest command: a run id first (every log line carries it), then the run."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     run_id = str(uuid.uuid4())
+    parser = build_parser()
+    parser.json_errors, parser.run_id = _asks_for_json(argv), run_id
+    args = parser.parse_args(argv)
+    return run_ingest(args, environ, run_id)
+
+
+def _asks_for_json(argv: Sequence[str]) -> bool:
+    """Whether the command line asks for JSON logs, read before argparse can fail on it
+    (argparse accepts ``--log-format json``, ``--log-format=json`` and unique prefixes such as ``--log``)."""
+    wanted = ""
+    for index, token in enumerate(argv):
+        if token == "--":
+            break
+        name, equals, value = token.partition("=")
+        if len(name) >= 3 and "--log-format".startswith(name):  # the last one wins, as in argparse
+            wanted = value if equals else (argv[index + 1] if index + 1 < len(argv) else "")
+    return wanted == "json"
+
+
+def run_ingest(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = None,
+               run_id: Optional[str] = None) -> int:
+    """The ingest command: a run id first (every log line carries it), then the run."""
+    run_id = run_id or str(uuid.uuid4())
     set_run_context(run_id)
     configure_logging(args.log_format)
     servers: tuple = ()
     secrets: list[str] = []
+    env: Mapping[str, str] = os.environ if environ is None else environ
     try:
-        env = read_environment(Path.cwd() / ".env", os.environ if environ is None else environ)
+        env = read_environment(Path.cwd() / ".env", env)
+        check_kestra(env)
         options = parse_options(args, run_id)
         config = AdvancedBatchConfig.from_env(env, **({"database_url": args.database_url} if args.database_url
                                                       else {}))
@@ -165,9 +203,10 @@ def run_ingest(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = 
         _install_signal_handlers(ingestion)
         result = ingestion.run(options)
     except CandleThrobError as exc:
-        return _fail(str(exc), exc.exit_code, args.log_format, secrets)
+        return _fail(str(exc), exc.exit_code, args.log_format, secrets, run_id, env)
     except KeyboardInterrupt:
-        return _fail("interrupted before the run started; nothing was written", 130, args.log_format, secrets)
+        return _fail("interrupted before the run started; nothing was written", 130, args.log_format, secrets,
+                     run_id, env)
     finally:
         for server in servers:
             server.stop()
@@ -177,16 +216,26 @@ def run_ingest(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = 
     if args.report:
         write_report(args.report, result, secrets=secrets)
     print(scrub(summary(result), secrets))
-    publish_to_kestra(result, env)
+    publish_to_kestra(result, env, secrets)
     return result["exit_code"]
 
 
-def _fail(message: str, code: int, log_format: str, secrets: Sequence[str]) -> int:
-    """A usage or fatal error: one line, no traceback (JSON when the logs are JSON)."""
+FAILED_STATUS = {2: "usage_error", 3: "failed", 4: "lock_held", 130: "interrupted", 143: "interrupted"}
+
+
+def _fail(message: str, code: int, log_format: str, secrets: Sequence[str], run_id: str,
+          env: Mapping[str, str]) -> int:
+    """A usage or fatal error: one line, no traceback (JSON when the logs are JSON); in Kestra,
+    the outputs say so too."""
     if log_format == "json":
         log.error("%s", message)
     else:
         print(f"candlethrob: {scrub(message, secrets)}", file=sys.stderr)
+    try:
+        publish_to_kestra({"run_id": run_id, "status": FAILED_STATUS.get(code, "failed"), "exit_code": code,
+                           "error": message}, env, secrets)
+    except ImportError:  # CANDLETHROB_KESTRA without the package: the message above says so
+        pass
     return code
 
 

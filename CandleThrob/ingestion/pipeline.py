@@ -11,6 +11,7 @@ server. ``docs/architecture.md`` draws the flow.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -35,11 +36,11 @@ from CandleThrob.ingestion.verify import verify_adjustments
 from CandleThrob.ingestion.writer import BatchWriter
 from CandleThrob.logs import set_run_context
 from CandleThrob.macro.stage import MacroPlan, MacroStage
-from CandleThrob.planning.planner import Plan
+from CandleThrob.planning.planner import GroupedCall, Plan, RangeCall
 from CandleThrob.planning.stage import YOUNG_SESSIONS, CallPlanner, PlannedRun
 from CandleThrob.planning.trading_calendar import TradingCalendar
 from CandleThrob.planning.window import (
-    default_start, history_floor, learn_history_window, resolve_end, validate_start,
+    FREE_TIER_YEARS, default_start, history_floor, learn_history_window, resolve_end, validate_start,
 )
 from CandleThrob.quality.validator import DataQualityValidator
 from CandleThrob.reporting.monitor import MemoryBudget, PerformanceMonitor
@@ -81,6 +82,7 @@ class Work:
     ledger: LedgerPlan
     legacy: dict  # ticker -> first date, of a first-release warehouse still to upgrade
     universe_refused: Optional[str]
+    verify: tuple = ()  # --verify-adjustments: the tickers with stored bars, one range call each
     tickers: list = field(default_factory=list)  # everything planned: current members, then former ones
     spans: dict = field(default_factory=dict)  # ticker -> the days its bars are wanted (point in time)
     former: list = field(default_factory=list)  # former members and earlier symbols inside the window
@@ -236,12 +238,13 @@ class CompleteDataIngestion:
             with stage("plan"):
                 work = self._plan(universe, end, options)
         if options.plan_only:
-            verify_calls = len(work.planned.tickers) if options.verify_adjustments else 0
-            return plan_result(work, end, self.config.rate_limit_seconds, verify_calls)
+            unknown = work.planned.floor is None and _oldest_call(work.planned.plan, self._probe_cutoff(end))
+            return plan_result(work, end, self.config.rate_limit_seconds, len(work.verify),
+                               window_unknown_before=self._probe_cutoff(end) if unknown else None)
 
         state = RunState(run_id=options.run_id or str(uuid.uuid4()), end=end, tickers=work.planned.tickers,
                          started=self._started, universe_refused=work.universe_refused,
-                         verify_calls=len(work.planned.tickers) if options.verify_adjustments else 0)
+                         verify_calls=len(work.verify))
         state.macro.skipped = work.macro.skipped
         set_run_context(state.run_id, self.config.secrets())
         lock = RunLock(self.warehouse, state.run_id,
@@ -297,6 +300,15 @@ class CompleteDataIngestion:
         former = tickers[len(universe.tickers):]
         planned = planner.plan(tickers, end, start=options.start, full_refresh=options.full_refresh,
                                shard=options.shard, floor=floor, spans=spans)
+        if options.verify_adjustments:
+            # Verification is all such a run does: one range call per ticker with stored bars,
+            # no data call, no ledger call (the next ordinary run makes those).
+            stored = self.warehouse.latest_closes()
+            verify = tuple(t for t in planned.tickers if t in stored)
+            empty = Plan([], [], 0, planned.plan.sessions)
+            planned = dataclasses.replace(planned, plan=empty, missing={}, settle=frozenset(), retries=0,
+                                          retried=frozenset(), unreachable=0)
+            return Work(planned, LedgerPlan(), {}, universe.refused, verify, tickers=tickers, spans=spans)
         former_calls = 0
         if former:  # what the former members cost: the same plan without them
             former_calls = planned.plan.calls - planner.plan(
@@ -304,7 +316,7 @@ class CompleteDataIngestion:
                 floor=floor, spans=spans).plan.calls
         legacy = upgrade.legacy_starts(self.warehouse)
         ledger_plan = LedgerPlan()
-        if not options.verify_adjustments and (options.shard is None or options.shard[0] == 1):
+        if options.shard is None or options.shard[0] == 1:
             starts = {**planned.starts, **{t: min(d, planned.starts.get(t, d)) for t, d in legacy.items()}}
             ledger_plan = LedgerStage(lambda: self.source, self.warehouse, None).plan(
                 starts, end, has_work=bool(planned.plan.calls or legacy), unfiltered=self.config.universe == "all")
@@ -358,7 +370,7 @@ class CompleteDataIngestion:
             with self.performance_monitor.monitor_operation("complete_ingestion"):
                 if options.verify_adjustments:
                     with stage("verify"):
-                        verify_adjustments(state, work.planned.tickers, lambda: self.source, self.warehouse,
+                        verify_adjustments(state, work.verify, lambda: self.source, self.warehouse,
                                            self._check_stop)
                 elif work.bars:
                     self._bar_stages(state, work, options, lock, writer, ledger)
@@ -392,22 +404,37 @@ class CompleteDataIngestion:
 
     def _fetch(self, state: RunState, work: Work, options: RunOptions, writer: BatchWriter,
                ledger: LedgerStage) -> None:
-        """Fetch the plan; if the key's history window refused calls the run did not know
-        about, learn the window and fetch what is reachable of the same cells."""
+        """Fetch the plan. While the key's history window is unknown, the call reaching
+        furthest back beyond the free tier's window goes first, alone: if the key may not
+        read that far (HTTP 403), that one refusal teaches the window and the rest is
+        planned within it, instead of every old call being refused in turn."""
         executor = BatchExecutor(self.config, lambda: self.source, self.warehouse, writer, self.validator,
                                  self.clock, self.stop_event, self._check_stop, self.memory_budget)
         planned = work.planned
         progress = Progress(total=planned.plan.calls, enabled=options.progress,
                             seconds_per_call=self.config.rate_limit_seconds)
+
+        def replan_within_the_window() -> PlannedRun:
+            floor = learn_history_window(self.warehouse, self.clock)
+            clamped = CallPlanner(self.warehouse, self.calendar, self._gaps(), self.config.history_start,
+                                  self.config.settle_sessions).plan(
+                work.tickers, state.end, start=options.start, full_refresh=options.full_refresh,
+                shard=options.shard, floor=floor, spans=work.spans)
+            state.unreachable, state.history_floor = clamped.unreachable, floor
+            return clamped
+
         try:
+            probe = None if planned.floor is not None else _oldest_call(planned.plan, self._probe_cutoff(state.end))
+            if probe is not None:
+                executor.run(state, _with_calls(planned, [probe]), ledger.split_dates(), progress)
+                if state.stopped:
+                    state.remaining_calls += planned.plan.calls - 1
+                    return
+                planned = replan_within_the_window() if state.window_refusals \
+                    else _with_calls(planned, [c for c in planned.plan.grouped + planned.plan.ranges if c != probe])
             executor.run(state, planned, ledger.split_dates(), progress)
             if state.window_refusals and planned.floor is None and not state.stopped:
-                floor = learn_history_window(self.warehouse, self.clock)
-                planned = CallPlanner(self.warehouse, self.calendar, self._gaps(), self.config.history_start,
-                                      self.config.settle_sessions).plan(
-                    work.tickers, state.end, start=options.start, full_refresh=options.full_refresh,
-                    shard=options.shard, floor=floor, spans=work.spans)
-                state.unreachable = planned.unreachable
+                planned = replan_within_the_window()
                 executor.run(state, planned, ledger.split_dates(), progress)
         finally:
             progress.close()
@@ -415,6 +442,12 @@ class CompleteDataIngestion:
             .young_after(state.end, state.fetched_sessions, state.settled)
         with self.warehouse.transaction() as conn:
             self.warehouse.set_state(conn, YOUNG_SESSIONS, young)
+
+    def _probe_cutoff(self, end: pd.Timestamp) -> dt.date:
+        """Calls starting before this may be refused by a free key: beyond the free tier's two
+        years, and beyond the tool's own default window (so a cold start with the defaults
+        never needs the probe)."""
+        return min(default_start(end, None).date(), history_floor(FREE_TIER_YEARS, self.warehouse, self.clock))
 
     def _stats(self) -> SourceStats:
         return self._source.stats() if self._source is not None else SourceStats()
@@ -438,6 +471,23 @@ class CompleteDataIngestion:
                 state.status, state.exit_code, result["rows_written"], result["rows_rejected"], stats.total,
                 result["seconds"])
         return result
+
+
+def _oldest_call(plan: Plan, cutoff: dt.date) -> Optional[Union[GroupedCall, RangeCall]]:
+    """The call of ``plan`` that reaches furthest back, if it starts before ``cutoff``."""
+    calls = plan.grouped + plan.ranges
+    if not calls:
+        return None
+    oldest = min(calls, key=lambda c: c.session if isinstance(c, GroupedCall) else c.start)
+    start = oldest.session if isinstance(oldest, GroupedCall) else oldest.start
+    return oldest if start.date() < cutoff else None
+
+
+def _with_calls(planned: PlannedRun, calls: list) -> PlannedRun:
+    """``planned`` making only ``calls`` (a part of its own calls)."""
+    plan = Plan([c for c in calls if isinstance(c, GroupedCall)], [c for c in calls if isinstance(c, RangeCall)],
+                planned.plan.missing_cells, planned.plan.sessions)
+    return dataclasses.replace(planned, plan=plan)
 
 
 def _jsonable(value: Any) -> Any:

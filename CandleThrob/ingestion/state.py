@@ -116,6 +116,7 @@ class RunState:
     gaps: dict[str, int] = field(default_factory=dict)  # pending cells and vendor holes after the run
     unreachable: int = 0  # cells before the key's history window, not asked
     macro: MacroState = field(default_factory=MacroState)  # the macro series stage
+    history_floor: Optional[dt.date] = None  # the window's first date, when this run learned it
     status: str = "running"
     exit_code: int = 0
     error: Optional[str] = None

@@ -3,10 +3,12 @@ the result dict (also the JSON report), the stdout summary, and Kestra's outputs
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import pandas as pd
 
@@ -27,11 +29,13 @@ def total_calls(work: "Work", verify_calls: int = 0) -> int:
     return work.planned.plan.calls + len(work.ledger.calls) + len(work.renames) + verify_calls
 
 
-def plan_result(work: "Work", end: pd.Timestamp, seconds_per_call: float, verify_calls: int = 0) -> dict[str, Any]:
-    """What ``--plan`` prints and returns: every call the run would make, and its time."""
+def plan_result(work: "Work", end: pd.Timestamp, seconds_per_call: float, verify_calls: int = 0,
+                window_unknown_before: Optional[dt.date] = None) -> dict[str, Any]:
+    """What ``--plan`` prints and returns: every call the run would make, and its time.
+    ``window_unknown_before``: the key's history window is not known yet, and calls start before this."""
     planned, plan, macro = work.planned, work.planned.plan, work.macro
     total = total_calls(work, verify_calls)
-    lines = _bars_plan_lines(work, total, seconds_per_call, verify_calls) if work.bars else []
+    lines = _bars_plan_lines(work, total, seconds_per_call, verify_calls, window_unknown_before) if work.bars else []
     lines += macro.describe()
     if macro.series:
         lines.append(f"{count_text(macro.max_calls, 'FRED call')} at most, "
@@ -43,11 +47,13 @@ def plan_result(work: "Work", end: pd.Timestamp, seconds_per_call: float, verify
             "former_members": len(work.former), "former_member_calls": work.former_calls,
             "ticker_event_calls": len(work.renames),
             "history_floor": planned.floor.isoformat() if planned.floor else None,
+            "history_window_unknown_before": window_unknown_before.isoformat() if window_unknown_before else None,
             "macro_series": len(macro.series), "macro_calls_min": macro.min_calls, "macro_calls_max": macro.max_calls,
             "macro_skipped": macro.skipped, "plan_text": "\n".join(lines)}
 
 
-def _bars_plan_lines(work: "Work", total: int, seconds_per_call: float, verify_calls: int) -> list[str]:
+def _bars_plan_lines(work: "Work", total: int, seconds_per_call: float, verify_calls: int,
+                     window_unknown_before: Optional[dt.date]) -> list[str]:
     planned, plan = work.planned, work.planned.plan
     head = (f"{count_text(total, 'call')}: {plan.calls:,} for {count_text(plan.missing_cells, 'missing cell')} "
             f"({len(plan.grouped)} grouped, {len(plan.ranges)} range), {len(work.ledger.calls)} corporate actions"
@@ -69,6 +75,11 @@ def _bars_plan_lines(work: "Work", total: int, seconds_per_call: float, verify_c
         lines.append(f"ticker events: {len(work.renames)} calls for renames the page cannot date ("
                      + ", ".join(f"{r.old}->{r.new}" for r in work.renames[:5])
                      + (", ..." if len(work.renames) > 5 else "") + "); the bars are planned again after them")
+    if window_unknown_before is not None:
+        lines.append(f"history window: not known yet, and calls reach before {window_unknown_before}; a free key "
+                     "reads two years. The run makes the oldest call first: if the key may not read that far "
+                     "(HTTP 403), it plans again from the earliest reachable date, and the count changes (plus "
+                     "that one refused call). Set POLYGON_HISTORY_YEARS to plan within your key's window now.")
     lines += work.ledger.describe()
     if verify_calls:
         lines.append(f"verify adjustments: {verify_calls} range calls with adjusted=true, one per ticker")
@@ -109,7 +120,8 @@ def run_result(state: RunState, work: "Work", stats: SourceStats, *, seconds: fl
         "settled_sessions": sorted(d.isoformat() for d in state.settled),
         "pending_cells": state.gaps.get("pending_cells", 0), "vendor_holes": state.gaps.get("vendor_holes", 0),
         "unreachable_cells": work.planned.unreachable + state.unreachable,
-        "history_floor": work.planned.floor.isoformat() if work.planned.floor else None,
+        "history_floor": (lambda floor: floor.isoformat() if floor else None)(state.history_floor
+                                                                              or work.planned.floor),
         "verified": state.verified, "macro_only": not work.bars, "macro": state.macro.report(),
         "seconds": round(seconds, 3), "peak_rss_mb": round(peak_rss_mb, 1), "database": database,
         "outcomes": {t: {k: v for k, v in o.row(state.run_id).items() if k != "run_id"}
@@ -216,28 +228,56 @@ def _temporary(path: Path) -> Path:
     return path.parent / f".{path.name}.{os.getpid()}.tmp"
 
 
-def kestra_outputs(result: dict) -> tuple[dict, list[tuple[str, str, float]]]:
-    """What a Kestra task shows for a run: outputs, and metrics as (kind, name, value)."""
-    outputs = {key: result.get(key) for key in ("run_id", "status", "exit_code", "end", "rows_written",
-                                                "rows_rejected", "api_calls", "pending_cells", "vendor_holes",
-                                                "failed_stage", "error")}
-    metrics = [("counter", name, result.get(name) or 0) for name in
-               ("rows_written", "rows_rejected", "api_calls", "pending_cells", "vendor_holes", "revised_bars")]
-    metrics.append(("timer", "duration", result["seconds"]))
+KESTRA_OUTPUTS = ("run_id", "status", "exit_code", "end", "tickers", "tickers_ok", "tickers_failed",
+                  "rows_written", "rows_rejected", "api_calls", "planned_calls", "remaining_calls", "stopped",
+                  "pending_cells", "vendor_holes", "unreachable_cells", "history_floor", "revised_bars",
+                  "failed_stage", "error")
+KESTRA_COUNTERS = ("rows_written", "rows_rejected", "api_calls", "tickers_failed", "pending_cells", "vendor_holes",
+                   "unreachable_cells", "revised_bars")
+
+
+def kestra_wanted(environ: Mapping[str, str]) -> bool:
+    """The flows set CANDLETHROB_KESTRA=true: Kestra's task runner sets nothing the tool could see."""
+    return str(environ.get("CANDLETHROB_KESTRA", "")).strip().lower() in ("1", "true", "yes", "on")
+
+
+def check_kestra(environ: Mapping[str, str]) -> None:
+    """Before the run: asked to publish to Kestra without the ``kestra`` package is a usage error."""
+    if not kestra_wanted(environ):
+        return
+    try:
+        import kestra  # noqa: F401
+    except ImportError:
+        raise ConfigError("CANDLETHROB_KESTRA=true needs the kestra package (pip install -r requirements.txt); "
+                          "unset CANDLETHROB_KESTRA outside Kestra") from None
+
+
+def kestra_outputs(result: Mapping[str, Any]) -> tuple[dict, list[tuple[str, str, float]]]:
+    """What a Kestra task shows for a run: outputs, and metrics as (kind, name, value).
+    A run that failed before it started (exit 2 or 3) has only some of these."""
+    outputs = {key: result.get(key) for key in KESTRA_OUTPUTS if key in result}
+    if "error" in outputs and not outputs["error"] and result.get("problems"):
+        outputs["error"] = "; ".join(result["problems"])  # why a run that ran to its end is partial
+    metrics = [("counter", name, result.get(name) or 0) for name in KESTRA_COUNTERS if name in result]
+    if "seconds" in result:
+        metrics.append(("timer", "duration", result["seconds"]))
     return outputs, metrics
 
 
-def publish_to_kestra(result: dict, environ: Mapping[str, str]) -> None:
-    """Inside a Kestra task (the flows set CANDLETHROB_KESTRA=true), publish outputs and metrics
-    through Kestra's stdout protocol, with the ``kestra`` package; elsewhere stay silent."""
-    if str(environ.get("CANDLETHROB_KESTRA", "")).strip().lower() not in ("1", "true", "yes", "on"):
+def publish_to_kestra(result: Mapping[str, Any], environ: Mapping[str, str], secrets: Sequence[str] = ()) -> None:
+    """Inside a Kestra task (CANDLETHROB_KESTRA=true), publish outputs and metrics with the
+    ``kestra`` package, which prints Kestra's stdout protocol lines ``::{"outputs": {...}}::``
+    and ``::{"metrics": [...]}::`` (one per metric); elsewhere stay silent."""
+    if not kestra_wanted(environ):
         return
     from kestra import Kestra
 
     outputs, metrics = kestra_outputs(result)
-    Kestra.outputs(outputs)
+    # An error text can quote a URL or a vendor message: scrubbed like the report.
+    Kestra.outputs({k: scrub(v, secrets) if isinstance(v, str) else v for k, v in outputs.items()})
     for kind, name, value in metrics:
         if kind == "timer":
-            Kestra.timer(name, value)
+            Kestra.timer(name, value)  # seconds
         else:
             Kestra.counter(name, value)
+    sys.stdout.flush()
