@@ -1,3 +1,14 @@
 """CandleThrob: a warehouse of daily OHLCV bars for the S&P 500 and 20 ETFs."""
 
 __version__ = "0.1.0"
+
+__all__ = ["read_bars"]
+
+
+def __getattr__(name: str) -> object:
+    # Lazily, so that importing the package (as every ingest run does) does not load the read side.
+    if name == "read_bars":
+        from CandleThrob.read.bars import read_bars
+
+        return read_bars
+    raise AttributeError(f"module 'CandleThrob' has no attribute {name!r}")
