@@ -8,7 +8,7 @@ import io
 import os
 import subprocess
 import sys
-from contextlib import redirect_stderr
+from contextlib import redirect_stderr, redirect_stdout
 
 import pandas as pd
 
@@ -53,8 +53,8 @@ def run_cli(*argv: str, now: dt.datetime = MORNING_AFTER, environ=None) -> tuple
 
     out, err = io.StringIO(), io.StringIO()
     try:
-        with redirect_stderr(err):
-            code = main(list(argv), environ={} if environ is None else environ, clock=Clock.fixed(now), stdout=out)
+        with redirect_stderr(err), redirect_stdout(out):  # argparse prints help to sys.stdout itself
+            code = main(list(argv), environ={} if environ is None else environ, clock=Clock.fixed(now))
     except SystemExit as exc:  # argparse's own exits (--help, usage errors)
         code = exc.code
     return code, out.getvalue(), err.getvalue()

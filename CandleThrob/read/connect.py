@@ -10,6 +10,7 @@ file behind. In WAL mode readers and the one writer do not block each other.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from pathlib import Path
 from typing import Mapping, Optional
@@ -27,8 +28,10 @@ from CandleThrob.warehouse.storage import Warehouse
 
 # Tables a reader needs: raw bars and the factors the adjusted views multiply them by.
 REQUIRED_TABLES = ("ticker_data_raw", "adjustment_factors")
-# PostgreSQL's SQLSTATE for "database does not exist".
+# PostgreSQL's SQLSTATE for "database does not exist"; a refused connection carries no SQLSTATE,
+# only the server's message (English unless the server's lc_messages says otherwise).
 _NO_SUCH_DATABASE = "3D000"
+_NO_SUCH_DATABASE_MESSAGE = re.compile(r'database "[^"]*" does not exist')
 
 
 def load_config(database_url_flag: Optional[str] = None, environ: Optional[Mapping[str, str]] = None,
@@ -75,7 +78,7 @@ def _check_tables(warehouse: Warehouse) -> None:
         with warehouse.engine.connect() as conn:
             present = set(inspect(conn).get_table_names())
     except DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) == _NO_SUCH_DATABASE:
+        if _no_such_database(exc.orig):
             raise WarehouseNotFoundError(f"no warehouse at {warehouse.describe()}: {_one_line(exc.orig)}") from None
         raise DatabaseUnavailableError(f"cannot read the database ({warehouse.describe()}): {_one_line(exc.orig)}") \
             from None
@@ -91,3 +94,7 @@ def _check_tables(warehouse: Warehouse) -> None:
 def _one_line(error: BaseException) -> str:
     """A driver's message (PostgreSQL's spans lines, with hints) as one line."""
     return " ".join(str(error).split())
+
+
+def _no_such_database(error: BaseException) -> bool:
+    return getattr(error, "sqlstate", None) == _NO_SUCH_DATABASE or bool(_NO_SUCH_DATABASE_MESSAGE.search(str(error)))
