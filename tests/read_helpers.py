@@ -48,7 +48,7 @@ def build_warehouse(database_url: str, data=None, end: str = LAST_END, **overrid
 
 
 def run_cli(*argv: str, now: dt.datetime = MORNING_AFTER, environ=None) -> tuple[int, str, str]:
-    """``candlethrob ARGV`` in this process with a fixed clock: (exit code, stdout, stderr)."""
+    """``candlethrob ARGV`` in this process with the clock standing at ``now``: (exit code, stdout, stderr)."""
     from CandleThrob.cli import main
 
     out, err = io.StringIO(), io.StringIO()
