@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import and_, extract, func, select
+from sqlalchemy import and_, func, select
 
 from CandleThrob.planning.trading_calendar import TradingCalendar
 from CandleThrob.read import health
+from CandleThrob.read.periods import month_of, year_of
 from CandleThrob.warehouse.schema import cell_gaps, rejected_bars, ticker_data_raw
 from CandleThrob.warehouse.storage import Warehouse, _date
 
@@ -61,8 +63,9 @@ def _month_runs(months: pd.PeriodIndex, positions: list[int]) -> str:
     return ", ".join(str(months[r[0]]) if len(r) == 1 else f"{months[r[0]]}..{months[r[-1]]}" for r in runs)
 
 
-def coverage_map(warehouse: Warehouse, calendar: TradingCalendar, final: dt.date) -> CoverageMap:
-    spans = health.stored_spans(warehouse)
+def coverage_map(warehouse: Warehouse, calendar: TradingCalendar, final: dt.date,
+                 spans: Optional[dict[str, health.Span]] = None) -> CoverageMap:
+    spans = health.stored_spans(warehouse) if spans is None else spans
     if not spans:
         return CoverageMap([], pd.period_range(final, final, freq="M"), np.zeros((0, 1), np.uint8))
     tickers = sorted(spans)
@@ -72,8 +75,10 @@ def coverage_map(warehouse: Warehouse, calendar: TradingCalendar, final: dt.date
     expected = _expected(tickers, spans, set(health.expected_tickers(warehouse)) or set(tickers), months,
                          calendar, final)
     stored = np.zeros_like(expected)
-    for ticker, year, month, count in _monthly_counts(warehouse):
-        stored[row[ticker], _month_index(months, int(year), int(month))] = count
+    counts = _monthly_counts(warehouse)
+    if counts:
+        names, years, numbers, values = zip(*counts)
+        stored[[row[t] for t in names], _month_index(months, np.array(years, int), np.array(numbers, int))] = values
     states = np.where(expected > 0, np.where(stored >= expected, COMPLETE, MISSING), NOT_EXPECTED).astype(np.uint8)
     states[(expected == 0) & (stored > 0)] = COMPLETE  # a bar where no session was expected: shown as stored
     for state, cells in ((PENDING, _gap_cells(warehouse, "pending")), (QUARANTINED, _refused_cells(warehouse)),
@@ -101,7 +106,7 @@ def _expected(tickers: list[str], spans: dict, active: set[str], months: pd.Peri
 
 def _monthly_counts(warehouse: Warehouse) -> list[tuple]:
     raw = ticker_data_raw.c
-    year, month = extract("year", raw.trade_date), extract("month", raw.trade_date)
+    year, month = year_of(raw.trade_date, warehouse.backend), month_of(raw.trade_date, warehouse.backend)
     query = select(raw.ticker, year, month, func.count()).group_by(raw.ticker, year, month)
     with warehouse.engine.connect() as conn:
         return conn.execute(query).all()
@@ -123,5 +128,6 @@ def _refused_cells(warehouse: Warehouse) -> list[tuple[str, dt.date]]:
         return [(t, _date(d)) for t, d in conn.execute(query)]
 
 
-def _month_index(months: pd.PeriodIndex, year: int, month: int) -> int:
-    return (year - months[0].year) * 12 + month - months[0].month
+def _month_index(months: pd.PeriodIndex, year: "int | np.ndarray", month: "int | np.ndarray") -> "int | np.ndarray":
+    first = months[0]
+    return (year - first.year) * 12 + month - first.month

@@ -20,7 +20,8 @@ from CandleThrob.errors import ReadRequestError
 from CandleThrob.planning.trading_calendar import TradingCalendar
 from CandleThrob.read import charts, files
 from CandleThrob.read.bars import BarsRequest, bars_frame
-from CandleThrob.read.coverage_map import coverage_map
+from CandleThrob.read.coverage_map import CoverageMap, coverage_map
+from CandleThrob.read.health import stored_spans
 from CandleThrob.read.status import warehouse_status
 from CandleThrob.warehouse.ledger import LedgerStore
 from CandleThrob.warehouse.storage import Warehouse
@@ -44,9 +45,10 @@ def build_report(warehouse: Warehouse, ticker: Optional[str] = None, runs: int =
                  calendar: Optional[TradingCalendar] = None) -> str:
     """The page, as text. ``ticker`` adds its price chart (raw against adjusted, with its corporate actions)."""
     calendar = calendar or TradingCalendar(clock=warehouse.clock)
-    status = warehouse_status(warehouse, calendar, runs=runs)
+    spans = stored_spans(warehouse)
+    status = warehouse_status(warehouse, calendar, runs=runs, spans=spans)
     final = pd.Timestamp(status["last_final_session"]).date()
-    sections = [_header(status), _coverage(warehouse, calendar, final), _runs(status["runs"]),
+    sections = [_header(status), _coverage(coverage_map(warehouse, calendar, final, spans)), _runs(status["runs"]),
                 _rejected(status["rejected_bars"])]
     if ticker is not None:
         sections.append(_ticker(warehouse, ticker))
@@ -75,8 +77,7 @@ def _header(status: dict) -> str:
             f"not applied, {sum(actions['rejected'].values())} records refused.</p>")
 
 
-def _coverage(warehouse: Warehouse, calendar: TradingCalendar, final: object) -> str:
-    grid = coverage_map(warehouse, calendar, final)
+def _coverage(grid: CoverageMap) -> str:
     if not grid.tickers:
         return "<h2>Coverage</h2>\n<p>No bars stored.</p>"
     problems = grid.problems()

@@ -20,8 +20,9 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Optional
 
-from sqlalchemy import extract, func, select
+from sqlalchemy import func, select
 
+from CandleThrob.read.periods import year_of
 from CandleThrob.warehouse.schema import adjustment_factors, ticker_data_raw
 from CandleThrob.warehouse.storage import Warehouse, _date
 
@@ -50,9 +51,9 @@ class YearSummary:
 def year_summaries(warehouse: Warehouse, adjust: str) -> dict[int, YearSummary]:
     """Per year with bars: its tickers, rows, latest write and digest under ``adjust``."""
     raw = ticker_data_raw.c
-    year = extract("year", raw.trade_date)
+    year = year_of(raw.trade_date, warehouse.backend)
     query = (select(year, raw.ticker, func.count(), func.max(raw.ingested_at))
-             .group_by(year, raw.ticker).order_by(year, raw.ticker))
+             .group_by(raw.ticker, year).order_by(year, raw.ticker))
     years: dict[int, YearSummary] = {}
     with warehouse.engine.connect() as conn:
         for number, ticker, count, last in conn.execute(query):

@@ -52,13 +52,14 @@ class Problem:
     message: str
 
 
-def warehouse_status(warehouse: Warehouse, calendar: Optional[TradingCalendar] = None,
-                     runs: int = 5) -> dict:
-    """Everything ``candlethrob status`` shows, as plain data (JSON-ready)."""
+def warehouse_status(warehouse: Warehouse, calendar: Optional[TradingCalendar] = None, runs: int = 5,
+                     spans: Optional[dict[str, health.Span]] = None) -> dict:
+    """Everything ``candlethrob status`` shows, as plain data (JSON-ready). ``spans``: each ticker's
+    stored span, when the caller has read it already (it costs a pass over the primary key)."""
     clock = warehouse.clock
     calendar = calendar or TradingCalendar(clock=clock)
     final = calendar.last_final_session(clock.now()).date()
-    spans = health.stored_spans(warehouse)
+    spans = health.stored_spans(warehouse) if spans is None else spans
     last_stored = max((last for _, last in spans.values()), default=None)
     return {
         "database": warehouse.describe(),
@@ -81,14 +82,14 @@ def check(status: dict, thresholds: Thresholds = Thresholds()) -> list[Problem]:
     if status["sessions_behind"] != 0:
         problems.append(Problem(STALE, CHECK_CODES[STALE], (
             f"the last stored session is {status['last_stored_session'] or 'none'}, the last final NYSE session "
-            f"{status['last_final_session']}" + (f" ({status['sessions_behind']} sessions behind)"
+            f"{status['last_final_session']}" + (f" ({plural(status['sessions_behind'], 'session')} behind)"
                                                  if status["sessions_behind"] else ""))))
     late = [t for t in status["tickers"]["behind"]
             if t["sessions_behind"] is None or t["sessions_behind"] > thresholds.max_behind]
     if late and not problems:
         names = ", ".join(t["ticker"] for t in late[:10]) + (" ..." if len(late) > 10 else "")
-        problems.append(Problem(BEHIND, CHECK_CODES[BEHIND], f"{len(late)} tickers behind by more than "
-                                f"{thresholds.max_behind} sessions: {names}"))
+        problems.append(Problem(BEHIND, CHECK_CODES[BEHIND], f"{plural(len(late), 'ticker')} behind by more "
+                                f"than {plural(thresholds.max_behind, 'session')}: {names}"))
     failed = [r for r in status["judged_runs"] if r["exit_code"] != 0]
     if failed:
         run = failed[0]
@@ -98,9 +99,13 @@ def check(status: dict, thresholds: Thresholds = Thresholds()) -> list[Problem]:
     gaps = status["gaps"]
     if gaps["pending_cells"] > thresholds.max_pending or gaps["vendor_holes"] > thresholds.max_holes:
         problems.append(Problem(GAPS, CHECK_CODES[GAPS], (
-            f"{gaps['pending_cells']} cells pending a retry (allowed {thresholds.max_pending}), "
-            f"{gaps['vendor_holes']} vendor holes (allowed {thresholds.max_holes})")))
+            f"{plural(gaps['pending_cells'], 'cell')} pending a retry (allowed {thresholds.max_pending}), "
+            f"{plural(gaps['vendor_holes'], 'vendor hole')} (allowed {thresholds.max_holes})")))
     return problems
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def exit_code(problems: list[Problem]) -> int:
