@@ -62,7 +62,7 @@ def test_text_output(fresh_url):
         "  tickers: 23 stored, 0 behind the last final session",
         "  gaps: 0 cells pending a retry, 0 vendor holes",
         "  rejected bars: none",
-        "  corporate actions: 1 splits and 2 dividends on record; 0 pending (dated after the last stored bar), "
+        "  corporate actions: 1 split and 2 dividends on record; 0 pending (dated after the last stored bar), "
         "0 dividends not applied, 0 vendor factors differing from ours, 0 records refused"]
     assert lines[6] == "  last runs (newest first):" and lines[7].startswith(
         "    2024-03-21 12:00:00  success     exit 0  calls 6  bars 92  rejected 0  0 s  through 2024-03-20  run ")
@@ -76,7 +76,7 @@ def test_stale_from_the_evening_a_session_becomes_final(fresh_url):
     code, report = status(fresh_url, "--check", now=dt.datetime(2024, 3, 22, 0, 0, tzinfo=UTC))
     assert code == 10 and report["check"]["problems"] == [{
         "code": 10, "cause": "stale",
-        "message": "the last stored session is 2024-03-20, the last final NYSE session 2024-03-21 (1 sessions behind)"}]
+        "message": "the last stored session is 2024-03-20, the last final NYSE session 2024-03-21 (1 session behind)"}]
     assert report["tickers"]["behind"][0] == {"ticker": "ABT", "last_covered": "2024-03-20", "sessions_behind": 1}
     assert status(fresh_url, now=dt.datetime(2024, 3, 22, 0, 0, tzinfo=UTC))[0] == 0  # without --check: 0
     assert run_cli("status", "--check", "--database-url", fresh_url, now=morning_after("2024-03-25"))[0] == 10
@@ -136,13 +136,13 @@ def test_pending_cells_then_a_vendor_hole(url):
         assert ingest(url, server, "2024-03-21", **settings)["exit_code"] == 0
         code, report = status(url, "--check", now=morning_after("2024-03-21"))
         assert code == 13 and report["check"]["problems"] == [{
-            "code": 13, "cause": "gaps", "message": "1 cells pending a retry (allowed 0), 0 vendor holes (allowed 0)"}]
+            "code": 13, "cause": "gaps", "message": "1 cell pending a retry (allowed 0), 0 vendor holes (allowed 0)"}]
         assert report["rejected_bars"] == {r: {"rejected": 1, "still_missing": 1} for r in sorted(BROKEN_BAR)}
         assert status(url, "--check", "--max-pending", "1", now=morning_after("2024-03-21"))[0] == 0
         assert ingest(url, server, "2024-03-22", **settings)["exit_code"] == 0  # asked again: now a hole
     code, report = status(url, "--check", now=morning_after("2024-03-22"))
     assert code == 13 and report["check"]["problems"][0]["message"] == \
-        "0 cells pending a retry (allowed 0), 1 vendor holes (allowed 0)"
+        "0 cells pending a retry (allowed 0), 1 vendor hole (allowed 0)"
     assert [(h["ticker"], h["trade_date"], h["kind"]) for h in report["gaps"]["holes"]] == [
         ("MMM", "2024-03-21", "rejected")]
     assert report["rejected_bars"] == {r: {"rejected": 2, "still_missing": 2} for r in sorted(BROKEN_BAR)}

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from CandleThrob.read.health import LISTED
-from CandleThrob.read.status import Problem
+from CandleThrob.read.status import Problem, plural
 
 
 def render(status: dict, problems: list[Problem]) -> str:
     behind = status["sessions_behind"]
-    freshness = "fresh" if behind == 0 else "nothing stored" if behind is None else f"{behind} sessions behind"
+    freshness = "fresh" if behind == 0 else "nothing stored" if behind is None else \
+        f"{plural(behind, 'session')} behind"
     lines = [f"warehouse {status['database']} at {status['now']}",
              f"  last stored session {status['last_stored_session'] or '-'}, last final NYSE session "
              f"{status['last_final_session']}: {freshness}"]
     lines += _tickers(status["tickers"])
     gaps = status["gaps"]
-    lines.append(f"  gaps: {gaps['pending_cells']} cells pending a retry, {gaps['vendor_holes']} vendor holes"
+    lines.append(f"  gaps: {plural(gaps['pending_cells'], 'cell')} pending a retry, "
+                 f"{plural(gaps['vendor_holes'], 'vendor hole')}"
                  + "".join(f"\n    hole {h['ticker']} {h['trade_date']} ({h['kind']}: {h['reason']})"
                            for h in gaps["holes"]))
     lines += _rejected(status["rejected_bars"])
@@ -26,14 +28,16 @@ def render(status: dict, problems: list[Problem]) -> str:
 
 
 def _tickers(tickers: dict) -> list[str]:
+    """Tickers behind, grouped by how far (a stale night puts them all in one group)."""
     behind = tickers["behind"]
     lines = [f"  tickers: {tickers['stored']} stored, {len(behind)} behind the last final session"]
-    for item in behind[:LISTED]:
-        how = "never loaded" if item["sessions_behind"] is None else \
-            f"{item['sessions_behind']} sessions behind (last loaded {item['last_covered']})"
-        lines.append(f"    {item['ticker']}: {how}")
-    if len(behind) > LISTED:
-        lines.append(f"    ... {len(behind) - LISTED} more")
+    groups: dict[tuple, list[str]] = {}
+    for item in behind:
+        groups.setdefault((item["sessions_behind"], item["last_covered"]), []).append(item["ticker"])
+    for (sessions, last), names in list(groups.items())[:LISTED]:
+        how = "never loaded" if sessions is None else f"{plural(sessions, 'session')} behind (last loaded {last})"
+        shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        lines.append(f"    {how}: {shown}")
     return lines
 
 
@@ -45,8 +49,9 @@ def _rejected(by_reason: dict) -> list[str]:
 
 
 def _actions(actions: dict) -> list[str]:
-    lines = [f"  corporate actions: {actions['splits']} splits and {actions['dividends']} dividends on record; "
-             f"{len(actions['pending'])} pending (dated after the last stored bar), "
+    lines = [f"  corporate actions: {plural(actions['splits'], 'split')} and "
+             f"{plural(actions['dividends'], 'dividend')} on record; {len(actions['pending'])} pending (dated "
+             "after the last stored bar), "
              f"{len(actions['not_applied'])} dividends not applied, {len(actions['vendor_factor_differs'])} vendor "
              f"factors differing from ours, {sum(actions['rejected'].values())} records refused"]
     lines += [f"    pending {e['kind']} {e['ticker']} {e['date']}" for e in actions["pending"][:LISTED]]
