@@ -22,7 +22,7 @@ def render(status: dict, problems: list[Problem]) -> str:
     lines += _rejected(status["rejected_bars"])
     lines += _actions(status["corporate_actions"])
     lines += _runs(status["runs"])
-    lines.append("check: ok" if not problems else "check: exit " + str(problems[0].code) + "".join(
+    lines.append("check: ok" if not problems else f"check: --check exits {problems[0].code}" + "".join(
         f"\n  {p.code} {p.cause}: {p.message}" for p in problems))
     return "\n".join(lines)
 
