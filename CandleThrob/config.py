@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import io
 import re
 from dataclasses import InitVar, dataclass, field, fields
 from pathlib import Path
@@ -266,16 +267,24 @@ BatchConfig = AdvancedBatchConfig
 
 
 def read_environment(dotenv: Path, environ: Mapping[str, str]) -> dict[str, str]:
-    """The process environment over the ``.env`` file (python-dotenv's rules; the environment wins)."""
+    """The process environment over the ``.env`` file (python-dotenv's rules; the environment wins).
+
+    The file is read once as bytes, so a named pipe (a secrets manager's) works as well as a file."""
     from dotenv import dotenv_values
 
+    if not dotenv.exists() or dotenv.is_dir():
+        return dict(environ)
     try:
-        values = dotenv_values(dotenv) if dotenv.is_file() else {}
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{dotenv} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                          "expected KEY=value lines saved as UTF-8") from None
+        raw = dotenv.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {dotenv}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{dotenv} is not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {line}; "
+                          "expected KEY=value lines saved as UTF-8") from None
+    values = dotenv_values(stream=io.StringIO(text))
     return {**{k: v for k, v in values.items() if v is not None}, **environ}
 
 

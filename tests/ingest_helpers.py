@@ -75,7 +75,7 @@ def query(database_url: str, sql: str) -> list[tuple]:
 def cli(*args: str, env: Optional[dict] = None, cwd: Optional[Path] = None, timeout: float = 120,
         by_path: bool = False) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items()
-                if not k.startswith(("POLYGON_", "MASSIVE_", "DATABASE_URL", "ORACLE_"))}
+                if not k.startswith(("POLYGON_", "MASSIVE_", "DATABASE_URL", "ORACLE_", "FRED_", "MACRO_SERIES"))}
     full_env["PYTHONPATH"] = str(ROOT)
     full_env.update(env or {})
     entry = [str(ROOT / "CandleThrob" / "ingestion" / "ingest_data.py")] if by_path \

@@ -55,8 +55,14 @@ class TempPostgres:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def stop_server(self) -> None:
+        """Stop the server at once (as a crash would), keeping its files; ``stop`` cleans up."""
+        self._run("pg_ctl", "-D", self.data, "-m", "immediate", "stop")
+
     def stop(self) -> None:
         try:
             self._run("pg_ctl", "-D", self.data, "-m", "immediate", "stop")
+        except subprocess.CalledProcessError:
+            pass  # already stopped (stop_server)
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)

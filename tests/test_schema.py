@@ -46,11 +46,11 @@ def test_the_migrations_build_exactly_the_declared_schema(database_url):
     engine = create_engine(database_url)
     assert Warehouse(engine).create_schema() is None  # a new database: no version found before
     with engine.connect() as conn:
-        assert migrate.current(conn) == migrate.head() == "0002"
+        assert migrate.current(conn) == migrate.head() == "0004"
         # Alembic's own autogenerate finds nothing to change between the database and the code.
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
         assert sorted(inspect(conn).get_view_names()) == ["ticker_data", "ticker_data_total"]
-    assert Warehouse(engine).create_schema() == "0002"  # a second time: nothing to do
+    assert Warehouse(engine).create_schema() == "0004"  # a second time: nothing to do
     engine.dispose()
 
 
@@ -73,4 +73,25 @@ def test_oracle_ddl_of_every_revision_compiles_offline():
         "AND ticker_data_raw.trade_date >= adjustment_factors.valid_from "
         "AND ticker_data_raw.trade_date <= adjustment_factors.valid_to")
     assert '"' not in sql  # a quoted identifier would be case-sensitive in Oracle
-    assert "UPDATE alembic_version SET version_num='0002'" in sql
+    assert "UPDATE alembic_version SET version_num='0004'" in sql
+
+
+def test_oracle_ddl_of_the_macro_tables_snapshot():
+    sql = migrate.offline_sql("oracle", "0002")
+    assert [line.split(" (")[0] for line in sql.splitlines() if line.startswith("CREATE TABLE")] == [
+        "CREATE TABLE macro_series", "CREATE TABLE macro_observations", "CREATE TABLE macro_audit",
+        "CREATE TABLE index_members", "CREATE TABLE symbol_history", "CREATE TABLE membership_anomalies",
+        "CREATE TABLE symbol_changes"]
+    observations = sql.split("CREATE TABLE macro_observations (", 1)[1].split("\n)", 1)[0]
+    assert [" ".join(line.split()).rstrip(",") for line in observations.strip().splitlines()] == [
+        "series_id VARCHAR2(64 CHAR) NOT NULL",
+        "observation_date DATE NOT NULL",
+        "realtime_start DATE NOT NULL",
+        "realtime_end DATE NOT NULL",
+        "value NUMBER",
+        "value_note VARCHAR2(32 CHAR)",
+        "run_id VARCHAR2(36 CHAR) NOT NULL",
+        "ingested_at DATE NOT NULL",
+        "CONSTRAINT pk_macro_observations PRIMARY KEY (series_id, observation_date, realtime_start)"]
+    assert "last_updated DATE NOT NULL" in sql and "CONSTRAINT pk_macro_audit PRIMARY KEY (run_id, series_id)" in sql
+    assert "UPDATE alembic_version SET version_num='0003' WHERE alembic_version.version_num = '0002'" in sql

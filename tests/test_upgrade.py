@@ -67,7 +67,7 @@ def test_a_first_release_warehouse_is_upgraded_in_place_bar_for_bar(database_url
     assert calls == ["/stocks/v1/splits", "/stocks/v1/dividends"]  # the whole ledger of the legacy tickers
     engine = create_engine(url)
     with engine.connect() as conn:
-        assert migrate.current(conn) == "0002"
+        assert migrate.current(conn) == "0004"
         assert not inspect(conn).has_table("ticker_data_legacy") and not inspect(conn).has_table("stock_splits")
     engine.dispose()
     # Bar for bar: the raw table holds what traded, the view what the vendor's adjusted answer says now.

@@ -61,6 +61,7 @@ DEMO_TICKERS = 40
 # Demo prices start here whatever today is, so reruns on later days extend the
 # same series instead of generating a different history.
 DEMO_HISTORY_FROM = "2020-01-02"
+DEMO_FRED_KEY = "demo" * 8  # the demo FRED server's key, in FRED's shape (32 lower-case letters and digits)
 EPILOG = ("Exit codes: 0 ok; 1 finished, but something failed, was quarantined or refused, or a budget "
           "stopped it (the next run resumes); 2 bad configuration or usage (nothing written); 3 fatal (key, "
           "database, universe); 4 another run holds the lock; 130/143 interrupted (checkpoint kept).")
@@ -85,6 +86,8 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", action="store_true", help="print every API call the run would make and its "
                         "time at the configured rate; fetch nothing, write no rows")
     parser.add_argument("--full-refresh", action="store_true", help="refetch the whole history of the selected tickers")
+    parser.add_argument("--macro-only", action="store_true", help="only bring the MACRO_SERIES up to date from FRED "
+                        "(needs FRED_API_KEY, not a Polygon key)")
     parser.add_argument("--verify-adjustments", action="store_true", help="compare our split-adjusted history "
                         "with the vendor's (one range call per ticker) and report differences; nothing is "
                         "overwritten")
@@ -116,10 +119,22 @@ def parse_options(args: argparse.Namespace, run_id: Optional[str] = None) -> Run
         raise ConfigError(f"--start {args.start} is after --end {args.end}")
     if args.report is not None:
         check_report_path(args.report)
+    if args.macro_only:
+        _check_macro_only(args)
     return RunOptions(end=args.end, start=args.start, tickers=tickers, plan_only=args.plan,
                       full_refresh=args.full_refresh, verify_adjustments=args.verify_adjustments,
                       shard=parse_shard(args.shard) if args.shard else None,
-                      progress=not args.no_progress, run_id=run_id)
+                      progress=not args.no_progress, run_id=run_id, macro_only=args.macro_only)
+
+
+def _check_macro_only(args: argparse.Namespace) -> None:
+    """Options about bars say the caller meant a bars run: refuse rather than ignore them."""
+    bars_options = {"--tickers": args.tickers is not None, "--start": args.start is not None,
+                    "--full-refresh": args.full_refresh, "--verify-adjustments": args.verify_adjustments,
+                    "--shard": args.shard is not None}
+    given = [name for name, present in bars_options.items() if present]
+    if given:
+        raise ConfigError(f"--macro-only cannot be combined with {', '.join(given)}: those options are about bars")
 
 
 def main(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[str, str]] = None) -> int:
@@ -132,7 +147,7 @@ def run_ingest(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = 
     run_id = str(uuid.uuid4())
     set_run_context(run_id)
     configure_logging(args.log_format)
-    server = None
+    servers: tuple = ()
     secrets: list[str] = []
     try:
         env = read_environment(Path.cwd() / ".env", os.environ if environ is None else environ)
@@ -142,10 +157,10 @@ def run_ingest(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = 
         secrets = config.secrets()
         set_run_context(run_id, secrets)
         if args.demo:
-            server, demo_settings = _start_demo(config)
+            servers, demo_settings = _start_demo(config)
             config = dataclasses.replace(config, **demo_settings)
         ingestion = CompleteDataIngestion(config)
-        if not options.plan_only:
+        if not options.plan_only and not options.macro_only:
             ingestion.source  # noqa: B018 - a missing key is a usage error, before any write
         _install_signal_handlers(ingestion)
         result = ingestion.run(options)
@@ -154,7 +169,7 @@ def run_ingest(args: argparse.Namespace, environ: Optional[Mapping[str, str]] = 
     except KeyboardInterrupt:
         return _fail("interrupted before the run started; nothing was written", 130, args.log_format, secrets)
     finally:
-        if server is not None:
+        for server in servers:
             server.stop()
     if options.plan_only:
         print(result["plan_text"])
@@ -176,22 +191,26 @@ def _fail(message: str, code: int, log_format: str, secrets: Sequence[str]) -> i
 
 
 def _start_demo(config: AdvancedBatchConfig) -> tuple:
-    """The local Polygon-compatible server with generated data, on a free loopback port."""
+    """The local Polygon- and FRED-compatible servers with generated data, on free loopback ports."""
     from CandleThrob.planning.trading_calendar import TradingCalendar
     from CandleThrob.testing.datagen import generate_market
+    from CandleThrob.testing.fred_server import DEMO_SERIES, FredServer, generate_demo
     from CandleThrob.testing.polygon_server import PolygonServer
 
     today = TradingCalendar().last_final_session(dt.datetime.now(dt.timezone.utc))
     market = generate_market(DEMO_TICKERS, DEMO_HISTORY_FROM, today, seed=7)
     server = PolygonServer(market, api_key="demo").start()
+    fred = FredServer(generate_demo(DEMO_HISTORY_FROM, today, seed=7), api_key=DEMO_FRED_KEY).start()
     database = config.database_url or f"sqlite:///{(Path.cwd() / DEMO_DATABASE).as_posix()}"
     settings = {"polygon_api_key": "demo", "polygon_base_url": server.url,
                 "sp500_url": f"{server.url}/wiki/List_of_S%26P_500_companies",
                 "rate_limit_seconds": 0, "history_start": None, "min_sp500_symbols": DEMO_TICKERS,
+                "fred_api_key": DEMO_FRED_KEY, "fred_base_url": fred.url, "macro_series": tuple(DEMO_SERIES),
                 "database_url": database}
-    log.info("demo: local Polygon-compatible server at %s with %d S&P-like tickers + 20 ETFs; data goes to %s",
-             server.url, DEMO_TICKERS, database)
-    return server, settings
+    log.info("demo: local Polygon-compatible server at %s with %d S&P-like tickers + 20 ETFs, FRED-compatible "
+             "server at %s with %s; data goes to %s", server.url, DEMO_TICKERS, fred.url, ", ".join(DEMO_SERIES),
+             database)
+    return (server, fred), settings
 
 
 def _install_signal_handlers(ingestion: CompleteDataIngestion) -> None:

@@ -1,4 +1,5 @@
-"""The orchestrator: universe -> coverage -> plan -> corporate actions -> fetch -> validate -> store -> report.
+"""The orchestrator: universe -> coverage -> plan -> corporate actions -> fetch -> validate -> store -> macro
+series -> report.
 
 ``CompleteDataIngestion`` only wires the stages, top to bottom, and tags a
 failure with the stage it came from. Clock, calendar, source, warehouse and
@@ -15,7 +16,7 @@ import json
 import logging
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import pandas as pd
@@ -33,17 +34,23 @@ from CandleThrob.ingestion.state import RunState
 from CandleThrob.ingestion.verify import verify_adjustments
 from CandleThrob.ingestion.writer import BatchWriter
 from CandleThrob.logs import set_run_context
+from CandleThrob.macro.stage import MacroPlan, MacroStage
+from CandleThrob.planning.planner import Plan
 from CandleThrob.planning.stage import YOUNG_SESSIONS, CallPlanner, PlannedRun
 from CandleThrob.planning.trading_calendar import TradingCalendar
-from CandleThrob.planning.window import history_floor, learn_history_window, resolve_end, validate_start
+from CandleThrob.planning.window import (
+    default_start, history_floor, learn_history_window, resolve_end, validate_start,
+)
 from CandleThrob.quality.validator import DataQualityValidator
 from CandleThrob.reporting.monitor import MemoryBudget, PerformanceMonitor
 from CandleThrob.reporting.progress import Progress
 from CandleThrob.reporting.report import plan_result, run_result
+from CandleThrob.source.fred import FredSource
 from CandleThrob.source.polygon import PolygonSource, SourceStats
-from CandleThrob.universe.constituents import fetch_constituents
-from CandleThrob.universe.stage import UniverseStage
-from CandleThrob.warehouse.engine import create_db_engine
+from CandleThrob.universe.pages import ConstituentsPage, fetch_constituents_page
+from CandleThrob.universe.pit import wanted_spans
+from CandleThrob.universe.stage import Universe, UniverseStage
+from CandleThrob.warehouse.engine import create_db_engine, database_label
 from CandleThrob.warehouse.gaps import GapStore
 from CandleThrob.warehouse.lock import RunLock
 from CandleThrob.warehouse.storage import Warehouse
@@ -62,16 +69,27 @@ class RunOptions:
     verify_adjustments: bool = False
     progress: bool = False
     run_id: Optional[str] = None  # the CLI makes one first, so that its first log line carries it
+    macro_only: bool = False  # only the macro series stage (no universe, no bars, no Polygon key)
 
 
 @dataclass(frozen=True)
 class Work:
-    """Everything planned before the lock: the calls and the ledger's."""
+    """Everything planned before the lock: the calls, the ledger's and the macro series'."""
 
     planned: PlannedRun
     ledger: LedgerPlan
     legacy: dict  # ticker -> first date, of a first-release warehouse still to upgrade
     universe_refused: Optional[str]
+    tickers: list = field(default_factory=list)  # everything planned: current members, then former ones
+    spans: dict = field(default_factory=dict)  # ticker -> the days its bars are wanted (point in time)
+    former: list = field(default_factory=list)  # former members and earlier symbols inside the window
+    former_calls: int = 0  # what they add to the plan (none when grouped days carry them)
+    macro: MacroPlan = MacroPlan()
+    bars: bool = True  # False: a --macro-only run
+
+
+def macro_only_work(macro: MacroPlan) -> Work:
+    return Work(PlannedRun(Plan([], [], 0), {}, []), LedgerPlan(), {}, None, macro=macro, bars=False)
 
 
 @contextlib.contextmanager
@@ -96,9 +114,9 @@ class CompleteDataIngestion:
                  warehouse: Optional[Warehouse] = None, source: Optional[PolygonSource] = None,
                  calendar: Optional[TradingCalendar] = None,
                  clock: Union[Clock, Callable[[], dt.datetime], None] = None,
-                 universe_fetcher: Optional[Callable[[], pd.DataFrame]] = None,
+                 universe_fetcher: Optional[Callable[[], ConstituentsPage]] = None,
                  stop_event: Optional[threading.Event] = None, heartbeat_seconds: float = 60.0,
-                 memory_budget: Optional[MemoryBudget] = None):
+                 memory_budget: Optional[MemoryBudget] = None, fred_source: Optional[FredSource] = None):
         self.config = config or AdvancedBatchConfig()
         self.clock = as_clock(clock)
         self.calendar = calendar or TradingCalendar(clock=self.clock)
@@ -108,18 +126,21 @@ class CompleteDataIngestion:
         self.validator = DataQualityValidator(self.calendar, min_score=self.config.min_data_quality_score)
         self._warehouse = warehouse
         self._source = source
+        self._fred_source = fred_source
+        self._macro_skip_told = False
         self._build_lock = threading.Lock()
         self._started = self.clock.monotonic()
         self.heartbeat_seconds = heartbeat_seconds
         self.memory_budget = memory_budget or MemoryBudget(self.config.max_memory_usage)
-        self.universe_fetcher = universe_fetcher or (lambda: fetch_constituents(
+        self.universe_fetcher = universe_fetcher or (lambda: fetch_constituents_page(
             self.config.sp500_url, timeout=self.config.request_timeout, min_symbols=self.config.min_sp500_symbols))
 
     # ---- injected collaborators, built on first use --------------------------------
     @property
     def warehouse(self) -> Warehouse:
         if self._warehouse is None:
-            warehouse = Warehouse(create_db_engine(self.config), clock=self.clock)
+            warehouse = Warehouse(create_db_engine(self.config), clock=self.clock,
+                                  label=database_label(self.config))
             warehouse.create_schema()
             self._warehouse = warehouse
         return self._warehouse
@@ -133,6 +154,15 @@ class CompleteDataIngestion:
                                                          check_budget=self._check_time)
             return self._source
 
+    @property
+    def fred_source(self) -> FredSource:
+        """FRED's source, with its own limiter; no key is a usage error, raised before any write."""
+        with self._build_lock:
+            if self._fred_source is None:
+                self._fred_source = FredSource.from_config(self.config, sleep=self._sleep,
+                                                           on_abort=self._interrupted)
+            return self._fred_source
+
     def _sleep(self, seconds: float) -> None:
         """Waits that a stop request cuts short (a rate-limit pause can be a minute)."""
         if self.stop_event.wait(seconds):
@@ -145,8 +175,9 @@ class CompleteDataIngestion:
         """From a signal handler: stop waiting, and cut every request in flight."""
         self.stop_signal = signum
         self.stop_event.set()
-        if self._source is not None:
-            self._source.http.abort_all()
+        for source in (self._source, self._fred_source):
+            if source is not None:
+                source.http.abort_all()
 
     def _check_stop(self) -> None:
         if self.stop_event.is_set():
@@ -183,27 +214,35 @@ class CompleteDataIngestion:
         options = options or RunOptions()
         self.stop_event.clear()
         self.stop_signal = None
-        if self._source is not None:
-            self._source.http.resume()
+        for source in (self._source, self._fred_source):
+            if source is not None:
+                source.http.resume()
         self._started = self.clock.monotonic()
         with stage("window"):
             self._check_memory_budget()
             end = resolve_end(options.end, self.calendar, self.clock)
             validate_start(options.start, self.config.history_start, end)
-        with stage("universe"):
-            universe = UniverseStage(self.warehouse, self.universe_fetcher, self.clock,
-                                     max_symbols=self.config.max_sp500_symbols,
-                                     max_changes=self.config.max_universe_changes).resolve(
-                options.tickers, record=not options.plan_only)
-        with stage("plan"):
-            work = self._plan(universe.tickers, end, options, universe.refused)
+            if options.macro_only:
+                self.fred_source  # noqa: B018 - no FRED key is a usage error, before any write
+        if options.macro_only:
+            with stage("plan"):
+                work = macro_only_work(self._macro_plan(options))
+        else:
+            with stage("universe"):
+                universe = UniverseStage(self.warehouse, self.universe_fetcher, self.clock, calendar=self.calendar,
+                                         max_symbols=self.config.max_sp500_symbols,
+                                         max_changes=self.config.max_universe_changes).resolve(
+                    options.tickers, record=not options.plan_only)
+            with stage("plan"):
+                work = self._plan(universe, end, options)
         if options.plan_only:
             verify_calls = len(work.planned.tickers) if options.verify_adjustments else 0
             return plan_result(work, end, self.config.rate_limit_seconds, verify_calls)
 
         state = RunState(run_id=options.run_id or str(uuid.uuid4()), end=end, tickers=work.planned.tickers,
-                         started=self._started, universe_refused=universe.refused,
+                         started=self._started, universe_refused=work.universe_refused,
                          verify_calls=len(work.planned.tickers) if options.verify_adjustments else 0)
+        state.macro.skipped = work.macro.skipped
         set_run_context(state.run_id, self.config.secrets())
         lock = RunLock(self.warehouse, state.run_id,
                        name=f"shard-{options.shard[0]}-of-{options.shard[1]}" if options.shard else "main")
@@ -212,29 +251,63 @@ class CompleteDataIngestion:
         lock.start_heartbeat(self.heartbeat_seconds)
         try:
             self._record_start(state, options)
-            log.info("run started: %d tickers through %s; %d calls planned (%d grouped, %d range, %d corporate "
-                     "actions) for %d missing cells", len(state.tickers), end.date(), work.planned.plan.calls,
-                     len(work.planned.plan.grouped), len(work.planned.plan.ranges), len(work.ledger.calls),
-                     work.planned.plan.missing_cells)
-            self._run_stages(state, work, universe.tickers, options, lock)
+            self._log_start(state, work)
+            self._run_stages(state, work, options, lock)
         finally:
             lock.release()
         return self._finish(state, work)
 
-    def _plan(self, universe: Sequence[str], end: pd.Timestamp, options: RunOptions,
-              refused: Optional[str]) -> Work:
+    def _plan(self, universe: Universe, end: pd.Timestamp, options: RunOptions) -> Work:
         floor = history_floor(self.config.history_years, self.warehouse, self.clock)
         planner = CallPlanner(self.warehouse, self.calendar, self._gaps(), self.config.history_start,
                               self.config.settle_sessions)
-        planned = planner.plan(universe, end, start=options.start, full_refresh=options.full_refresh,
-                               shard=options.shard, floor=floor)
+        tickers, spans = list(universe.tickers), {}
+        if universe.membership is not None:
+            window_start = pd.Timestamp(options.start) if options.start else \
+                default_start(end, self.config.history_start)
+            spans = wanted_spans(universe.membership, set(tickers), window_start, end, self.config.former_members)
+            tickers += sorted(set(spans) - set(tickers))
+        former = tickers[len(universe.tickers):]
+        planned = planner.plan(tickers, end, start=options.start, full_refresh=options.full_refresh,
+                               shard=options.shard, floor=floor, spans=spans)
+        former_calls = 0
+        if former:  # what the former members cost: the same plan without them
+            former_calls = planned.plan.calls - planner.plan(
+                universe.tickers, end, start=options.start, full_refresh=options.full_refresh, shard=options.shard,
+                floor=floor, spans=spans).plan.calls
         legacy = upgrade.legacy_starts(self.warehouse)
         ledger_plan = LedgerPlan()
         if not options.verify_adjustments and (options.shard is None or options.shard[0] == 1):
             starts = {**planned.starts, **{t: min(d, planned.starts.get(t, d)) for t, d in legacy.items()}}
             ledger_plan = LedgerStage(lambda: self.source, self.warehouse, None).plan(
                 starts, end, has_work=bool(planned.plan.calls or legacy), unfiltered=self.config.universe == "all")
-        return Work(planned, ledger_plan, legacy, refused)
+        return Work(planned, ledger_plan, legacy, universe.refused, tickers=tickers, spans=spans, former=former,
+                    former_calls=former_calls, macro=self._macro_plan(options))
+
+    def _macro_plan(self, options: RunOptions) -> MacroPlan:
+        """Every MACRO_SERIES, in a nightly run (or shard 1 of one) when FRED_API_KEY is set."""
+        if options.verify_adjustments or (options.shard is not None and options.shard[0] != 1):
+            return MacroPlan()
+        if not self.config.fred_api_key:
+            return MacroPlan(skipped="FRED_API_KEY is not set")
+        return self._macro_stage(None).plan(self.config.macro_series)
+
+    def _macro_stage(self, lock: Optional[RunLock]) -> MacroStage:
+        return MacroStage(lambda: self.fred_source, self.warehouse, lock, audit=self.config.enable_audit_trail,
+                          check_stop=self._check_stop, check_time=self._check_time)
+
+    def _log_start(self, state: RunState, work: Work) -> None:
+        if work.bars:
+            log.info("run started: %d tickers through %s; %d calls planned (%d grouped, %d range, %d corporate "
+                     "actions) for %d missing cells", len(state.tickers), state.end.date(),
+                     work.planned.plan.calls, len(work.planned.plan.grouped), len(work.planned.plan.ranges),
+                     len(work.ledger.calls), work.planned.plan.missing_cells)
+        if work.macro.series:
+            log.info("macro series: %d, %s FRED calls (%d never fetched)", len(work.macro.series),
+                     work.macro.calls_text(), len(work.macro.never_fetched))
+        elif work.macro.skipped and not self._macro_skip_told:
+            self._macro_skip_told = True  # said once, not on every run of a long-lived process
+            log.info("macro series skipped: %s", work.macro.skipped)
 
     def _gaps(self) -> GapStore:
         return GapStore(self.warehouse, self.calendar, self.config.max_cell_retries)
@@ -249,7 +322,7 @@ class CompleteDataIngestion:
                                      default=str),
             "version": __version__})
 
-    def _run_stages(self, state: RunState, work: Work, universe: Sequence[str], options: RunOptions,
+    def _run_stages(self, state: RunState, work: Work, options: RunOptions,
                     lock: RunLock) -> None:
         writer = BatchWriter(self.warehouse, lock, self.calendar, self._gaps(), audit=self.config.enable_audit_trail,
                              run_totals=lambda: {**state.totals(), "api_calls": self._stats().total})
@@ -260,17 +333,11 @@ class CompleteDataIngestion:
                     with stage("verify"):
                         verify_adjustments(state, work.planned.tickers, lambda: self.source, self.warehouse,
                                            self._check_stop)
-                else:
-                    with stage("corporate actions"):
-                        changed = ledger.run(state, work.ledger)
-                    if work.legacy and not state.actions_feed_error:
-                        with stage("upgrade"):
-                            upgrade.convert(self.warehouse, lock, sorted(work.legacy))
-                            changed |= set(work.legacy)
-                    with stage("fetch"):
-                        self._fetch(state, work, universe, options, writer, ledger)
-                    with stage("corporate actions"):
-                        ledger.refresh_factors(state, changed | ledger.touched_by_bars(state))
+                elif work.bars:
+                    self._bar_stages(state, work, options, lock, writer, ledger)
+                if work.macro.series:
+                    with stage("macro"):
+                        self._macro_stage(lock).run(state, work.macro)
                 self._check_stop()  # a signal during a run with nothing to fetch still counts
         except InterruptedRun as exc:
             state.fail("interrupted", str(exc), exc.exit_code, exc.stage)
@@ -283,8 +350,21 @@ class CompleteDataIngestion:
             self._finish(state, work)
             raise
 
-    def _fetch(self, state: RunState, work: Work, universe: Sequence[str], options: RunOptions,
-               writer: BatchWriter, ledger: LedgerStage) -> None:
+    def _bar_stages(self, state: RunState, work: Work, options: RunOptions, lock: RunLock, writer: BatchWriter,
+                    ledger: LedgerStage) -> None:
+        with stage("corporate actions"):
+            changed = ledger.run(state, work.ledger)
+        if work.legacy and not state.actions_feed_error:
+            with stage("upgrade"):
+                upgrade.convert(self.warehouse, lock, sorted(work.legacy))
+                changed |= set(work.legacy)
+        with stage("fetch"):
+            self._fetch(state, work, options, writer, ledger)
+        with stage("corporate actions"):
+            ledger.refresh_factors(state, changed | ledger.touched_by_bars(state))
+
+    def _fetch(self, state: RunState, work: Work, options: RunOptions, writer: BatchWriter,
+               ledger: LedgerStage) -> None:
         """Fetch the plan; if the key's history window refused calls the run did not know
         about, learn the window and fetch what is reachable of the same cells."""
         executor = BatchExecutor(self.config, lambda: self.source, self.warehouse, writer, self.validator,
@@ -298,8 +378,8 @@ class CompleteDataIngestion:
                 floor = learn_history_window(self.warehouse, self.clock)
                 planned = CallPlanner(self.warehouse, self.calendar, self._gaps(), self.config.history_start,
                                       self.config.settle_sessions).plan(
-                    universe, state.end, start=options.start, full_refresh=options.full_refresh,
-                    shard=options.shard, floor=floor)
+                    work.tickers, state.end, start=options.start, full_refresh=options.full_refresh,
+                    shard=options.shard, floor=floor, spans=work.spans)
                 state.unreachable = planned.unreachable
                 executor.run(state, planned, ledger.split_dates(), progress)
         finally:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import pandas as pd
 
+from CandleThrob.macro.outcome import MacroState
+
 if TYPE_CHECKING:
     from CandleThrob.quality.validator import QualityResult, TickerQuality
 
@@ -113,6 +115,7 @@ class RunState:
     verify_calls: int = 0
     gaps: dict[str, int] = field(default_factory=dict)  # pending cells and vendor holes after the run
     unreachable: int = 0  # cells before the key's history window, not asked
+    macro: MacroState = field(default_factory=MacroState)  # the macro series stage
     status: str = "running"
     exit_code: int = 0
     error: Optional[str] = None
@@ -173,14 +176,14 @@ class RunState:
             lines.append(f"corporate-actions feed failed: {self.actions_feed_error}")
         if self.universe_refused:
             lines.append(f"universe: {self.universe_refused}")
-        return lines
+        return lines + self.macro.problems()
 
     def settle(self) -> None:
         """A run that ran to its end: success, or partial when anything is left to do."""
         if self.status != "running":
             return
         if (self.failed_tickers() or self.stopped or self.failed_days or self.actions_feed_error
-                or self.universe_refused):
+                or self.universe_refused or self.macro.unfinished()):
             self.status, self.exit_code = "partial", 1
         else:
             self.status, self.exit_code = "success", 0

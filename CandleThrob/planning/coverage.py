@@ -68,3 +68,11 @@ def missing_cells(tickers: Sequence[str], coverage: Mapping[str, Sequence[Interv
         window = sessions[sessions >= start]
         out[ticker] = missing_sessions(window, covered)
     return out
+
+
+def clip(days: pd.DatetimeIndex, spans: list) -> pd.DatetimeIndex:
+    """The days inside any of ``spans``, each ``(first, last)`` with None for an open end."""
+    keep = np.zeros(len(days), dtype=bool)
+    for lo, hi in spans:
+        keep |= ((days >= lo) if lo is not None else True) & ((days <= hi) if hi is not None else True)
+    return days[keep]

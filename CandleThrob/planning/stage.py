@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 import pandas as pd
 
-from CandleThrob.planning.coverage import missing_cells
+from CandleThrob.planning.coverage import clip, missing_cells
 from CandleThrob.planning.planner import Plan, plan_calls
 from CandleThrob.planning.shards import share_of, shard_of
 from CandleThrob.planning.trading_calendar import TradingCalendar
@@ -54,8 +54,9 @@ class CallPlanner:
 
     def plan(self, universe: Sequence[str], end: pd.Timestamp, *, start: Optional[dt.date] = None,
              full_refresh: bool = False, shard: Optional[tuple[int, int]] = None,
-             floor: Optional[dt.date] = None) -> PlannedRun:
-        """Every shard plans the whole universe from the same coverage, then takes its share."""
+             floor: Optional[dt.date] = None, spans: Optional[dict] = None) -> PlannedRun:
+        """Every shard plans the whole universe from the same coverage, then takes its share.
+        ``spans``: ticker -> the days its bars are wanted (``universe.pit.wanted_spans``)."""
         tickers = [t for t in universe if shard is None or shard_of(t, shard[1]) == shard[0]]
         planned_for = universe if shard else tickers
         coverage = self.warehouse.coverage()
@@ -65,6 +66,9 @@ class CallPlanner:
                        + [pd.Timestamp(a) for spans in coverage.values() for a, _ in spans])
         sessions = self.calendar.sessions_in_range(earliest, end)
         missing = missing_cells(planned_for, coverage, sessions, first, explicit, full_refresh)
+        for ticker, wanted in (spans or {}).items():
+            if ticker in missing:  # a point-in-time member: only the days its symbol was this company's
+                missing[ticker] = clip(missing[ticker], wanted)
         retries = self.gaps.pending(end, planned_for)
         settle = self.due_to_settle(end)
         for ticker in planned_for:

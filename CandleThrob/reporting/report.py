@@ -14,6 +14,7 @@ from CandleThrob.errors import ConfigError
 from CandleThrob.ingestion.state import RunState
 from CandleThrob.logs import scrub
 from CandleThrob.planning.planner import count_text, duration_text
+from CandleThrob.source.fred import FRED_BURST, FRED_CALLS_PER_MINUTE, FRED_SPACING
 from CandleThrob.source.polygon import SourceStats
 
 if TYPE_CHECKING:
@@ -27,8 +28,25 @@ def total_calls(work: "Work", verify_calls: int = 0) -> int:
 
 def plan_result(work: "Work", end: pd.Timestamp, seconds_per_call: float, verify_calls: int = 0) -> dict[str, Any]:
     """What ``--plan`` prints and returns: every call the run would make, and its time."""
-    planned, plan = work.planned, work.planned.plan
+    planned, plan, macro = work.planned, work.planned.plan, work.macro
     total = total_calls(work, verify_calls)
+    lines = _bars_plan_lines(work, total, seconds_per_call, verify_calls) if work.bars else []
+    lines += macro.describe()
+    if macro.series:
+        lines.append(f"{count_text(macro.max_calls, 'FRED call')} at most, "
+                     f"{duration_text(fred_seconds(macro.max_calls))} at FRED's {FRED_CALLS_PER_MINUTE} calls a minute")
+    return {"status": "plan", "exit_code": 0, "end": end.date().isoformat(), "tickers": len(planned.tickers),
+            "calls": total, "data_calls": plan.calls, "grouped_calls": len(plan.grouped),
+            "range_calls": len(plan.ranges), "ledger_calls": len(work.ledger.calls), "verify_calls": verify_calls,
+            "missing_cells": plan.missing_cells, "unreachable_cells": planned.unreachable,
+            "former_members": len(work.former), "former_member_calls": work.former_calls,
+            "history_floor": planned.floor.isoformat() if planned.floor else None,
+            "macro_series": len(macro.series), "macro_calls_min": macro.min_calls, "macro_calls_max": macro.max_calls,
+            "macro_skipped": macro.skipped, "plan_text": "\n".join(lines)}
+
+
+def _bars_plan_lines(work: "Work", total: int, seconds_per_call: float, verify_calls: int) -> list[str]:
+    planned, plan = work.planned, work.planned.plan
     head = (f"{count_text(total, 'call')}: {plan.calls:,} for {count_text(plan.missing_cells, 'missing cell')} "
             f"({len(plan.grouped)} grouped, {len(plan.ranges)} range), {len(work.ledger.calls)} corporate actions"
             + (f", {verify_calls} verify" if verify_calls else ""))
@@ -41,6 +59,10 @@ def plan_result(work: "Work", end: pd.Timestamp, seconds_per_call: float, verify
     if planned.floor is not None and planned.unreachable:
         lines.append(f"history window: {planned.unreachable:,} cells before {planned.floor} are older than this "
                      "key's plan serves (POLYGON_HISTORY_YEARS); not asked")
+    if work.former:
+        lines.append(f"point in time: {len(work.former)} former members or earlier symbols inside the window "
+                     f"(FORMER_MEMBERS), {work.former_calls:+d} calls for them"
+                     + (" (the grouped days carry them)" if work.former_calls == 0 else ""))
     lines += work.ledger.describe()
     if verify_calls:
         lines.append(f"verify adjustments: {verify_calls} range calls with adjusted=true, one per ticker")
@@ -49,11 +71,12 @@ def plan_result(work: "Work", end: pd.Timestamp, seconds_per_call: float, verify
                      "as-traded bars, no bar fetched again")
     lines.append(f"{count_text(total, 'call')}, {duration_text(total * seconds_per_call)} "
                  f"at {seconds_per_call:g} s per call")
-    return {"status": "plan", "exit_code": 0, "end": end.date().isoformat(), "tickers": len(planned.tickers),
-            "calls": total, "data_calls": plan.calls, "grouped_calls": len(plan.grouped),
-            "range_calls": len(plan.ranges), "ledger_calls": len(work.ledger.calls), "verify_calls": verify_calls,
-            "missing_cells": plan.missing_cells, "unreachable_cells": planned.unreachable,
-            "history_floor": planned.floor.isoformat() if planned.floor else None, "plan_text": "\n".join(lines)}
+    return lines
+
+
+def fred_seconds(calls: int) -> float:
+    """The limiter's wait for ``calls`` made at once: a burst, then the spacing."""
+    return max(0, calls - FRED_BURST) * FRED_SPACING
 
 
 def run_result(state: RunState, work: "Work", stats: SourceStats, *, seconds: float, peak_rss_mb: float,
@@ -68,6 +91,7 @@ def run_result(state: RunState, work: "Work", stats: SourceStats, *, seconds: fl
         "planned_calls": total_calls(work, state.verify_calls),
         "data_calls": plan.calls, "grouped_calls": len(plan.grouped), "range_calls": len(plan.ranges),
         "ledger_calls": len(work.ledger.calls), "missing_cells": plan.missing_cells,
+        "former_members": len(work.former), "former_member_calls": work.former_calls,
         **state.totals(), "api_calls": stats.total,
         "api_calls_by_endpoint": dict(stats.calls), "failed_api_calls": dict(stats.failed_calls),
         "retries_by_category": dict(stats.retries_by_category), "rate_limited": stats.rate_limited,
@@ -79,7 +103,7 @@ def run_result(state: RunState, work: "Work", stats: SourceStats, *, seconds: fl
         "pending_cells": state.gaps.get("pending_cells", 0), "vendor_holes": state.gaps.get("vendor_holes", 0),
         "unreachable_cells": work.planned.unreachable + state.unreachable,
         "history_floor": work.planned.floor.isoformat() if work.planned.floor else None,
-        "verified": state.verified,
+        "verified": state.verified, "macro_only": not work.bars, "macro": state.macro.report(),
         "seconds": round(seconds, 3), "peak_rss_mb": round(peak_rss_mb, 1), "database": database,
         "outcomes": {t: {k: v for k, v in o.row(state.run_id).items() if k != "run_id"}
                      for t, o in sorted(state.outcomes.items())},
@@ -89,19 +113,38 @@ def run_result(state: RunState, work: "Work", stats: SourceStats, *, seconds: fl
 
 def summary(result: dict) -> str:
     """The few lines a person reads on stdout after a run."""
+    macro = result.get("macro") or {}
+    lines = [f"CandleThrob run {result['run_id']}: {result['status']} (exit {result['exit_code']})"]
+    if result["planned_calls"] == 0 and result["status"] == "success" and not macro.get("series_updated"):
+        lines.append("  already up to date: nothing new to fetch, nothing written")
+    if not result.get("macro_only"):
+        lines += _bars_summary(result)
+    if macro.get("ran"):
+        lines.append(f"  macro: {macro['series_updated']} of {macro['series']} series updated, "
+                     f"{macro['observations_stored']} observations stored, {macro['vintages_added']} vintages "
+                     f"added, {macro['calls']} FRED calls")
+    lines += [f"  time {result['seconds']:.1f} s, peak memory {result['peak_rss_mb']:.0f} MB",
+              f"  data: {result['database']}"]
+    lines += _notes(result)
+    lines += [f"  {problem}" for problem in result.get("problems") or () if "macro series" in problem]
+    if result.get("error"):
+        where = f" (in {result['failed_stage']})" if result.get("failed_stage") else ""
+        lines.append(f"  error{where}: {result['error']}")
+    return "\n".join(lines)
+
+
+def _bars_summary(result: dict) -> list[str]:
     by_endpoint = ", ".join(f"{k} {v}" for k, v in sorted(result.get("api_calls_by_endpoint", {}).items()))
-    lines = [
-        f"CandleThrob run {result['run_id']}: {result['status']} (exit {result['exit_code']})",
-        f"  through session {result['end']}: {result['tickers']} tickers, "
-        f"{result['rows_written']} bars written, {result['rows_rejected']} rejected",
-        f"  API calls: {result.get('api_calls', 0)}" + (f" ({by_endpoint})" if by_endpoint else "")
-        + f"; planned {result['planned_calls']} ({result['grouped_calls']} grouped, {result['range_calls']} range, "
-        f"{result['ledger_calls']} corporate actions)",
-        f"  time {result['seconds']:.1f} s, peak memory {result['peak_rss_mb']:.0f} MB",
-        f"  data: {result['database']}",
-    ]
-    if result["planned_calls"] == 0 and result["status"] == "success":
-        lines.insert(1, "  already up to date: nothing new to fetch, nothing written")
+    return [f"  through session {result['end']}: {result['tickers']} tickers, "
+            f"{result['rows_written']} bars written, {result['rows_rejected']} rejected",
+            f"  API calls: {result.get('api_calls', 0)}" + (f" ({by_endpoint})" if by_endpoint else "")
+            + f"; planned {result['planned_calls']} ({result['grouped_calls']} grouped, {result['range_calls']} "
+            f"range, {result['ledger_calls']} corporate actions)"]
+
+
+def _notes(result: dict) -> list[str]:
+    """What else the bars stages left to say."""
+    lines = []
     if result.get("pending_cells") or result.get("vendor_holes"):
         lines.append(f"  cells: {result['pending_cells']} pending (asked again on later runs), "
                      f"{result['vendor_holes']} vendor holes (recorded, not asked again)")
@@ -120,10 +163,7 @@ def summary(result: dict) -> str:
                      "the next run resumes")
     days = [p for p in result.get("problems") or () if p.startswith("grouped day")]
     lines += [f"  {problem}" for problem in days[:5]] + ([f"  ... {len(days) - 5} more days"] if len(days) > 5 else [])
-    if result.get("error"):
-        where = f" (in {result['failed_stage']})" if result.get("failed_stage") else ""
-        lines.append(f"  error{where}: {result['error']}")
-    return "\n".join(lines)
+    return lines
 
 
 def check_report_path(path: Path) -> None:

@@ -18,6 +18,7 @@ of the official client's own urllib3 pool), the constituents page, FRED.
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 import time
@@ -268,6 +269,16 @@ class HttpGuard:
                     continue
             for request in due:
                 request.abort("deadline")
+
+
+def retry_after_seconds(headers: Any) -> Optional[float]:
+    """A Retry-After header's seconds, or None when absent or not a finite number >= 0."""
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _inflate(decoder: Any, chunk: bytes, room: int) -> list[bytes]:

@@ -30,7 +30,6 @@ import collections
 import datetime as dt
 import functools
 import json
-import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
@@ -44,7 +43,7 @@ from CandleThrob.config import AdvancedBatchConfig
 from CandleThrob.errors import (CandleThrobError, ConfigError, HistoryWindowError, RetriableError, SkippableError,
                                 error_for_status)
 from CandleThrob.logs import scrub
-from CandleThrob.source.http import Answer, HttpGuard
+from CandleThrob.source.http import Answer, HttpGuard, retry_after_seconds
 from CandleThrob.source.ratelimit import RateLimiter
 from CandleThrob.source.retry import RetryPolicy
 
@@ -103,7 +102,7 @@ class PolygonSource:
                               "demo: python -m CandleThrob.ingestion.ingest_data --demo")
         burst = config.rate_burst or RateLimiter.per_minute_burst(config.rate_limit_seconds)
         limiter = RateLimiter.from_seconds(config.rate_limit_seconds, sleep=sleep, burst=burst)
-        policy = RetryPolicy(max_retries=config.max_retries, base_delay=config.retry_delay, sleep=sleep)
+        policy = RetryPolicy.from_config(config, sleep)
         return cls(config.polygon_api_key, config.polygon_base_url, rate_limiter=limiter, retry_policy=policy,
                    timeout=config.request_timeout, pool_size=max(4, config.workers),
                    max_bytes=int(config.max_response_mb * 2**20), max_retry_after=config.max_retry_after,
@@ -250,7 +249,7 @@ class PolygonSource:
         if answer.status == 403 and any(sign in answer.text() for sign in _HISTORY_WINDOW_SIGNS):
             return HistoryWindowError(f"{where}: HTTP 403: {message}")
         if answer.status == 429:
-            seconds = _retry_after(answer.headers)
+            seconds = retry_after_seconds(answer.headers)
             if seconds is not None and seconds > self.max_retry_after:
                 return SkippableError(f"{where}: the API asked to wait {seconds:.0f} s (Retry-After), more than "
                                       f"MAX_RETRY_AFTER={self.max_retry_after:g} s; the call is left for the next run",
@@ -281,15 +280,6 @@ def _results(body: dict, what: str) -> list:
             raise RetriableError(f"{what}: malformed body: results[{index}] is a JSON {type(row).__name__}, "
                                  "not an object")
     return results
-
-
-def _retry_after(headers: Any) -> Optional[float]:
-    value = headers.get("Retry-After") if hasattr(headers, "get") else None
-    try:
-        seconds = float(value) if value is not None else None
-    except ValueError:
-        return None
-    return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _error_text(body: str) -> str:

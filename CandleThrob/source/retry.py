@@ -17,7 +17,7 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, TypeVar
 
 import sqlalchemy.exc
 import urllib3.exceptions
@@ -33,6 +33,9 @@ from CandleThrob.errors import (
     SkippableError,
 )
 from CandleThrob.source.ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from CandleThrob.config import AdvancedBatchConfig
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +175,12 @@ class RetryPolicy:
         self.rng = rng if rng is not None else random.Random()
         self._lock = threading.Lock()
         self._stats: Dict[Category, int] = {c: 0 for c in Category}
+
+    @classmethod
+    def from_config(cls, config: "AdvancedBatchConfig", sleep: Callable[[float], None]) -> "RetryPolicy":
+        """The run's policy for every vendor (MAX_RETRIES, RETRY_DELAY), waiting with the run's
+        interruptible ``sleep``: Polygon and FRED are retried alike."""
+        return cls(max_retries=config.max_retries, base_delay=config.retry_delay, sleep=sleep)
 
     @property
     def stats(self) -> Dict[Category, int]:

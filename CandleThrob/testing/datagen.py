@@ -189,6 +189,28 @@ class Constituent:
     symbol: str
     name: str
     sector: str = ""
+    cik: str = ""  # the page's CIK column; blank when unknown
+
+
+@dataclass(frozen=True)
+class IndexChange:
+    """One row of the page's changes table: on ``date``, ``added`` joined and ``removed`` left."""
+
+    date: dt.date
+    added: str = ""
+    added_name: str = ""
+    removed: str = ""
+    removed_name: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class TickerEvent:
+    """A vendor ticker event: the security known by ``security`` traded as ``ticker`` from ``date``."""
+
+    security: str  # the id the events endpoint is asked with (the security's current ticker)
+    date: dt.date
+    ticker: str
 
 
 @dataclass(frozen=True)
@@ -300,6 +322,8 @@ class MarketData:
         if constituents is None:
             constituents = [Constituent(t, t) for t in self.tickers if t not in ETF_TICKERS]
         self._constituents = tuple(constituents)
+        self.index_changes: list[IndexChange] = []  # the page's changes table, newest first
+        self.ticker_events: list[TickerEvent] = []  # what /vX/reference/tickers/{id}/events answers
 
     # -- bars ---------------------------------------------------------------
 
@@ -643,6 +667,18 @@ def load_splits_csv(path: Union[str, Path]) -> list[Split]:
         raise ValueError(f"{path}: no column for {missing}")
     return [Split(str(t).strip().upper(), to_date(d), f, s) for t, d, f, s in zip(
         *(raw[columns[c]] for c in ("ticker", "execution_date", "split_from", "split_to")))]
+
+
+def load_ticker_events_csv(path: Union[str, Path]) -> list[TickerEvent]:
+    """Ticker events from a CSV with columns security, date, ticker (any case): ``security`` traded as
+    ``ticker`` from ``date``; ``security`` is the id the events endpoint is asked with."""
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    columns = _columns(raw)
+    missing = [c for c in ("security", "date", "ticker") if c not in columns]
+    if missing:
+        raise ValueError(f"{path}: no column for {missing}")
+    return [TickerEvent(row[columns["security"]].strip().upper(), to_date(row[columns["date"]]),
+                        row[columns["ticker"]].strip().upper()) for _, row in raw.iterrows()]
 
 
 def load_dividends_csv(path: Union[str, Path]) -> list[Dividend]:

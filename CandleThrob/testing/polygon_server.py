@@ -44,8 +44,8 @@ import pandas as pd
 from CandleThrob.planning.trading_calendar import TradingCalendar
 from CandleThrob.source.polygon import RANGE_LIMIT
 from CandleThrob.testing.datagen import (
-    Constituent, DateLike, Dividend, MarketData, Split, adjust, generate_market, load_dividends_csv,
-    load_splits_csv, market_data_from_files, to_date,
+    Constituent, DateLike, Dividend, IndexChange, MarketData, Split, adjust, generate_market, load_dividends_csv,
+    load_splits_csv, load_ticker_events_csv, market_data_from_files, to_date,
 )
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -57,11 +57,16 @@ _AGGS_RANGE = re.compile(r"/v2/aggs/ticker/([^/]+)/range/1/day/([^/]+)/([^/]+)")
 _AGGS_GROUPED = re.compile(r"/v2/aggs/grouped/locale/us/market/stocks/([^/]+)")
 _SPLITS = "/stocks/v1/splits"
 _DIVIDENDS = "/stocks/v1/dividends"
+_TICKER_EVENTS = re.compile(r"/vX/reference/tickers/([^/]+)/events")
 _SERVER_ERRORS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 
 
 class BadRequest(Exception):
     """A parameter Polygon would refuse with 400; the message is the ``error``."""
+
+
+class NotFound(Exception):
+    """Something Polygon does not know: 404 with the message as the ``error``."""
 
 
 def _request_id() -> str:
@@ -201,6 +206,18 @@ def aggs_range(server: "PolygonServer", base_url: str, params: dict, ticker: str
     return payload
 
 
+def ticker_events(server: "PolygonServer", base_url: str, params: dict, security: str) -> dict:
+    """``/vX/reference/tickers/{id}/events``: the ``ticker_change`` events of one security, newest first,
+    as Massive answers them (an experimental endpoint; 404 for an id it does not know)."""
+    events = sorted((e for e in server.market.ticker_events if e.security == security),
+                    key=lambda e: e.date, reverse=True)
+    if not events:
+        raise NotFound(f"Ticker not found: {security}")
+    return {"results": {"name": security, "events": [
+        {"ticker_change": {"ticker": e.ticker}, "type": "ticker_change", "date": e.date.isoformat()}
+        for e in events]}, "status": "OK", "request_id": _request_id()}
+
+
 def aggs_grouped(server: "PolygonServer", base_url: str, params: dict, date_text: str) -> dict:
     try:
         day = dt.date.fromisoformat(date_text)
@@ -314,8 +331,9 @@ def stocks_dividends(server: "PolygonServer", base_url: str, params: dict) -> di
                    records=records + list(server.market.raw_dividend_records))
 
 
-def constituents_html(constituents: Iterable[Constituent]) -> str:
-    """A page shaped like Wikipedia's "List of S&P 500 companies" (``table#constituents``)."""
+def constituents_html(constituents: Iterable[Constituent], changes: Iterable[IndexChange] = ()) -> str:
+    """A page shaped like Wikipedia's "List of S&P 500 companies" (``table#constituents``, and
+    ``table#changes`` with its two-level header when there are changes)."""
     header = ("Symbol", "Security", "GICS Sector", "GICS Sub-Industry", "Headquarters Location",
               "Date added", "CIK", "Founded")
     head = "".join(f"<th>{h}</th>" for h in header)
@@ -323,14 +341,27 @@ def constituents_html(constituents: Iterable[Constituent]) -> str:
         f'<tr>\n<td><a rel="nofollow" class="external text" '
         f'href="https://www.nyse.com/quote/XNYS:{html.escape(c.symbol)}">{html.escape(c.symbol)}</a>\n</td>'
         f"<td>{html.escape(c.name)}</td><td>{html.escape(c.sector)}</td>"
-        + "<td></td>" * 5 + "</tr>\n"
+        + "<td></td>" * 3 + f"<td>{html.escape(c.cik)}</td><td></td></tr>\n"
         for c in constituents)
     return ("<!DOCTYPE html>\n<html><head><meta charset=\"UTF-8\">"
             "<title>List of S&amp;P 500 companies - Wikipedia</title></head><body>\n"
             "<h1>List of S&amp;P 500 companies</h1>\n"
             '<h2 id="S&amp;P_500_component_stocks">S&amp;P 500 component stocks</h2>\n'
             f'<table class="wikitable sortable" id="constituents">\n<tbody><tr>{head}</tr>\n'
-            f"{rows}</tbody></table>\n</body></html>\n")
+            f"{rows}</tbody></table>\n{_changes_html(list(changes))}</body></html>\n")
+
+
+def _changes_html(changes: list[IndexChange]) -> str:
+    if not changes:
+        return ""
+    cell = lambda text: f"<td>{html.escape(text)}</td>"  # noqa: E731
+    rows = "".join(f"<tr>{cell(f'{c.date:%B} {c.date.day}, {c.date.year}')}{cell(c.added)}{cell(c.added_name)}"
+                   f"{cell(c.removed)}{cell(c.removed_name)}{cell(c.reason)}</tr>\n" for c in changes)
+    return ('<h2 id="Selected_changes_to_the_list_of_S&amp;P_500_components">Selected changes</h2>\n'
+            '<table class="wikitable sortable" id="changes">\n<tbody>'
+            '<tr><th rowspan="2">Date</th><th colspan="2">Added</th><th colspan="2">Removed</th>'
+            '<th rowspan="2">Reason</th></tr>\n<tr><th>Ticker</th><th>Security</th><th>Ticker</th>'
+            f"<th>Security</th></tr>\n{rows}</tbody></table>\n")
 
 
 # -- the server ---------------------------------------------------------------
@@ -490,7 +521,7 @@ class PolygonServer:
     def universe_page(self) -> bytes:
         if self.universe_html:
             return self.universe_html.read_bytes()
-        return constituents_html(self.market.constituents).encode()
+        return constituents_html(self.market.constituents, self.market.index_changes).encode()
 
     def record(self, path: str, query: str, status: Optional[int], fault: Optional[str]) -> None:
         entry = {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
@@ -641,6 +672,8 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = 200, endpoint(app, base_url, params, *parts)
         except BadRequest as error:
             status, payload = 400, {"status": "ERROR", "request_id": _request_id(), "error": str(error)}
+        except NotFound as error:
+            status, payload = 404, {"status": "NOT_FOUND", "request_id": _request_id(), "error": str(error)}
         if fault == "null_results":
             payload = {"queryCount": 0, "resultsCount": 0, "adjusted": payload.get("adjusted", True),
                        "results": None, "status": "OK", "request_id": _request_id(), "count": 0}
@@ -682,7 +715,8 @@ class _Handler(BaseHTTPRequestHandler):
             return stocks_splits, ()
         if path == _DIVIDENDS:
             return stocks_dividends, ()
-        for pattern, endpoint in ((_AGGS_RANGE, aggs_range), (_AGGS_GROUPED, aggs_grouped)):
+        for pattern, endpoint in ((_AGGS_RANGE, aggs_range), (_AGGS_GROUPED, aggs_grouped),
+                                  (_TICKER_EVENTS, ticker_events)):
             match = pattern.fullmatch(path)
             if match:
                 return endpoint, match.groups()
@@ -751,6 +785,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--revise", action="append", default=[], metavar="DATE:PCT",
         help="serve DATE's bars PCT percent off once, then the real ones (late revisions after the close)")
     add("--universe-html", metavar="FILE", help="serve this file as the constituents page")
+    add("--ticker-events", metavar="CSV", help="security, date, ticker: what /vX/reference/tickers/{id}/events "
+                                               "answers (ticker_change events)")
     add("--tickers", type=int, default=10, help="generated: this many S&P 500 companies (+ 20 ETFs)")
     add("--start", type=to_date, default=dt.date(2020, 1, 2), help="generated: first date")
     add("--end", type=to_date, help="generated: last date (default: the last completed NYSE session)")
@@ -789,6 +825,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             market.add_split(split.ticker, split.execution_date, split.split_from, split.split_to)
         for dividend in load_dividends_csv(args.dividends) if args.dividends else ():
             market.add_dividend(dividend)
+    if args.ticker_events:
+        market.ticker_events = load_ticker_events_csv(args.ticker_events)
     server = PolygonServer(
         market, host=args.host, port=args.port, api_key=args.api_key, today=args.today,
         calls_per_minute=args.calls_per_minute, window_seconds=args.rate_window,

@@ -110,11 +110,15 @@ def fetch_constituents(url: Optional[str] = None, *, http: Optional[HttpGuard] =
         constituents = parse_constituents_html(fetch_page(url, http=http, timeout=timeout))
     except UniversePageRefused as exc:
         raise UniversePageRefused(f"{exc} (from {redact_http_url(url)})") from None
+    check_size(constituents, url, min_symbols)
+    return constituents
+
+
+def check_size(constituents: pd.DataFrame, url: str, min_symbols: int) -> None:
     if len(constituents) < min_symbols:
         raise UniversePageRefused(
             f"only {len(constituents)} S&P 500 symbols found at {redact_http_url(url)}, at least {min_symbols} "
             "required; refusing to shrink the universe")
-    return constituents
 
 
 def get_sp500_tickers(url: Optional[str] = None, *, http: Optional[HttpGuard] = None, timeout: float = 30.0,

@@ -12,13 +12,17 @@ from __future__ import annotations
 import io
 import math
 import re
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import pandas as pd
 from lxml import etree
 
-from CandleThrob.errors import InvalidTickerError, UniverseError
-from CandleThrob.universe.constituents import SYMBOL_COLUMNS, _constituents_table, parse_constituents_html
+from CandleThrob.config import MIN_SP500_SYMBOLS, AdvancedBatchConfig, redact_http_url
+from CandleThrob.errors import InvalidTickerError, UniverseError, UniversePageRefused
+from CandleThrob.source.http import HttpGuard
+from CandleThrob.universe.constituents import (
+    SYMBOL_COLUMNS, _constituents_table, check_size, fetch_page, parse_constituents_html,
+)
 from CandleThrob.universe.tickers import clean_ticker
 
 CHANGE_COLUMNS = ["date", "added_ticker", "added_name", "removed_ticker", "removed_name", "reason"]
@@ -50,6 +54,36 @@ class ChangesTable(NamedTuple):
     rejected: pd.DataFrame  # REJECTED_COLUMNS: position in the table, its cells, why
 
 
+class ConstituentsPage(NamedTuple):
+    """What one constituents page says: today's members, and the dated changes that led to them."""
+
+    members: pd.DataFrame  # MEMBER_COLUMNS, page order
+    changes: Optional[pd.DataFrame]  # CHANGE_COLUMNS; None when the page has no changes table
+
+
+def read_page(html: str) -> ConstituentsPage:
+    """Both tables of a page. A page without a changes table still gives its members."""
+    members = parse_members(html)
+    try:
+        changes: Optional[pd.DataFrame] = parse_changes_table(html).changes
+    except UniverseError:
+        changes = None
+    return ConstituentsPage(members, changes)
+
+
+def fetch_constituents_page(url: Optional[str] = None, *, http: Optional[HttpGuard] = None, timeout: float = 30.0,
+                            min_symbols: int = MIN_SP500_SYMBOLS) -> ConstituentsPage:
+    """Download and read the page (``SP500_URL`` by default); errors as ``fetch_constituents``."""
+    url = url or AdvancedBatchConfig().sp500_url
+    html = fetch_page(url, http=http, timeout=timeout)
+    try:
+        page = read_page(html)
+    except UniversePageRefused as exc:
+        raise UniversePageRefused(f"{exc} (from {redact_http_url(url)})") from None
+    check_size(page.members, url, min_symbols)
+    return page
+
+
 def clean_cik(value: object) -> str | None:
     """A CIK as digits without leading zeros (``'0001326801'`` -> ``'1326801'``), None if absent or not a CIK."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
@@ -71,7 +105,7 @@ def parse_members(html: str) -> pd.DataFrame:
     """
     members = parse_constituents_html(html)  # validates and cleans the tickers
     table = _constituents_table(html)
-    symbols = table[next(c for c in SYMBOL_COLUMNS if c in table.columns)]
+    symbols = table[next(c for c in SYMBOL_COLUMNS if c in table.columns)].str.replace(_FOOTNOTE, "", regex=True)
     has_symbol = symbols.str.strip() != ""
     date_column = next((c for c in _DATE_ADDED_COLUMNS if c in table.columns), None)
     extra = pd.DataFrame({

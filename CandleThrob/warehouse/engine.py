@@ -49,6 +49,15 @@ def database_url(config: AdvancedBatchConfig) -> URL:
     return url
 
 
+def database_label(config: AdvancedBatchConfig, url: Optional[URL] = None) -> str:
+    """The database as messages name it: the URL without its password, plus ``ORACLE_DSN`` when
+    that is where the connection really goes (the URL then names no host)."""
+    url = url or database_url(config)
+    label = url.render_as_string(hide_password=True)
+    dsn = oracle_connect_args(config, url).get("dsn") if url.get_backend_name() == "oracle" else None
+    return f"{label} with ORACLE_DSN={dsn}" if dsn else label
+
+
 def oracle_connect_args(config: AdvancedBatchConfig, url: Optional[URL] = None) -> dict[str, Any]:
     """Connection arguments for python-oracledb, wallet included (Autonomous Database).
     ``ORACLE_DSN`` is used only when the URL names no database itself: a

@@ -157,6 +157,58 @@ ticker_universe = Table(
     Column("first_seen", Date, nullable=False),
     Column("last_seen", Date, nullable=False),
     Column("active", Flag, nullable=False),
+    Column("cik", String(10)),  # the SEC's id of the company, from the constituents page
+)
+
+# Who was in the index on which days (universe/membership.py): one row per stay of a
+# symbol, rebuilt from each believed constituents page and the tool's own sightings.
+# first_day NULL: before the changes table begins; last_day NULL: still a member.
+index_members = Table(
+    "index_members", metadata,
+    Column("ticker", TICKER, nullable=False),
+    Column("stay", Integer, nullable=False),  # 0, 1, ... per ticker, in date order
+    Column("security_id", String(32), nullable=False),
+    Column("cik", String(10)),
+    Column("name", String(255)),
+    Column("sector", String(128)),
+    Column("first_day", Date),
+    Column("last_day", Date),
+    PrimaryKeyConstraint("ticker", "stay", name="pk_index_members"),
+)
+
+# Which symbol each security had, when (universe/securities.py). Bars stay keyed by the
+# symbol as traded; reading a security across renames goes through this table.
+symbol_history = Table(
+    "symbol_history", metadata,
+    Column("ticker", TICKER, nullable=False),
+    Column("stay", Integer, nullable=False),
+    Column("security_id", String(32), nullable=False),
+    Column("valid_from", Date),
+    Column("valid_to", Date),
+    PrimaryKeyConstraint("ticker", "stay", name="pk_symbol_history"),
+)
+
+# What the membership reconstruction met and did with it (universe/anomalies.py).
+membership_anomalies = Table(
+    "membership_anomalies", metadata,
+    Column("anomaly_id", String(40), primary_key=True),  # a digest of the row: stable across rebuilds
+    Column("kind", String(32), nullable=False),
+    Column("event_date", Date),
+    Column("ticker", TICKER),
+    Column("detail", String(2000)),
+    Column("action", String(255)),
+)
+
+# Renames the vendor's ticker events settled (a date the constituents page cannot give).
+symbol_changes = Table(
+    "symbol_changes", metadata,
+    Column("new_ticker", TICKER, nullable=False),
+    Column("change_date", Date, nullable=False),
+    Column("old_ticker", TICKER),
+    Column("security_id", String(32)),
+    Column("source", String(32), nullable=False),
+    Column("run_id", RUN_ID, nullable=False),
+    PrimaryKeyConstraint("new_ticker", "change_date", name="pk_symbol_changes"),
 )
 
 # The corporate-actions ledger, one row per vendor event (its id, or one derived
@@ -271,6 +323,62 @@ ingestion_state = Table(
     "ingestion_state", metadata,
     Column("state_key", String(64), primary_key=True),
     Column("state_value", String(255), nullable=False),
+)
+
+# Macro series from FRED, every vintage kept (ALFRED's real-time periods), so a reader
+# sees a value only from the day FRED published it. One row per series: FRED's
+# description of it, and the checkpoint of the incremental fetch.
+SERIES_ID = String(64)
+macro_series = Table(
+    "macro_series", metadata,
+    Column("series_id", SERIES_ID, primary_key=True),
+    Column("title", String(512), nullable=False),
+    Column("units", String(255), nullable=False),
+    Column("frequency", String(64), nullable=False),
+    Column("frequency_short", String(8), nullable=False),
+    Column("seasonal_adjustment", String(64), nullable=False),
+    Column("observation_start", Date),
+    Column("observation_end", Date),
+    # FRED's last_updated (UTC) when the stored vintages were last brought up to date,
+    # and FRED's date then: the next fetch asks for vintages from that date on.
+    Column("last_updated", DateTime, nullable=False),
+    Column("last_checked", Date, nullable=False),
+    Column("run_id", RUN_ID, nullable=False),
+    Column("checked_at", DateTime, nullable=False),
+)
+
+# A value and the real-time period (closed at both ends) in which it was FRED's value
+# for that observation; 9999-12-31 ends a current vintage. A revision is a new row.
+macro_observations = Table(
+    "macro_observations", metadata,
+    Column("series_id", SERIES_ID, nullable=False),
+    Column("observation_date", Date, nullable=False),
+    Column("realtime_start", Date, nullable=False),
+    Column("realtime_end", Date, nullable=False),
+    Column("value", Number),  # NULL where FRED wrote "."
+    Column("value_note", String(32)),  # why value is NULL
+    Column("run_id", RUN_ID, nullable=False),
+    Column("ingested_at", DateTime, nullable=False),
+    PrimaryKeyConstraint("series_id", "observation_date", "realtime_start", name="pk_macro_observations"),
+)
+
+# What one run did for one series, as ingestion_audit is for one ticker.
+macro_audit = Table(
+    "macro_audit", metadata,
+    Column("run_id", RUN_ID, nullable=False),
+    Column("series_id", SERIES_ID, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("api_calls", Integer, nullable=False),
+    Column("rows_fetched", Integer, nullable=False),
+    Column("observations_added", Integer, nullable=False),
+    Column("vintages_added", Integer, nullable=False),
+    Column("vintages_closed", Integer, nullable=False),
+    Column("rows_rejected", Integer, nullable=False),
+    Column("last_updated", DateTime),
+    Column("error", String(2000)),
+    Column("flags", LongText),
+    Column("updated_at", DateTime, nullable=False),
+    PrimaryKeyConstraint("run_id", "series_id", name="pk_macro_audit"),
 )
 
 BAR_COLUMNS_DB = ("ticker", "trade_date", "open_price", "high_price", "low_price",

@@ -14,7 +14,7 @@ import json
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 import pandas as pd
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError, DBAPIError, IntegrityError, ProgrammingError
 
@@ -45,8 +45,9 @@ def _date(value: Any) -> Optional[dt.date]:
 class Warehouse:
     """The SQL side of CandleThrob, over one SQLAlchemy engine."""
 
-    def __init__(self, engine: Engine, clock: Optional[Clock] = None):
+    def __init__(self, engine: Engine, clock: Optional[Clock] = None, label: Optional[str] = None):
         self.engine = engine
+        self.label = label  # how messages name the database (engine.database_label)
         self.backend = engine.dialect.name
         self.clock = clock or Clock()
 
@@ -76,7 +77,7 @@ class Warehouse:
         return None
 
     def describe(self) -> str:
-        return self.engine.url.render_as_string(hide_password=True)
+        return self.label or self.engine.url.render_as_string(hide_password=True)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -246,14 +247,14 @@ class Warehouse:
     # ---- universe ----------------------------------------------------------
     def universe(self, active_only: bool = True) -> pd.DataFrame:
         u = ticker_universe.c
-        query = select(u.ticker, u.name, u.sector, u.kind, u.first_seen, u.last_seen, u.active) \
+        query = select(u.ticker, u.name, u.sector, u.kind, u.first_seen, u.last_seen, u.active, u.cik) \
             .order_by(u.kind.desc(), u.ticker)
         if active_only:
             query = query.where(u.active == True)  # noqa: E712 - SQL expression
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return pd.DataFrame(rows, columns=["ticker", "name", "sector", "kind", "first_seen",
-                                           "last_seen", "active"])
+                                           "last_seen", "active", "cik"])
 
     def sync_universe(self, members: pd.DataFrame, today: dt.date, kinds: Iterable[str]) -> dict:
         """Record today's members (columns ticker, name, sector, kind). Members of
@@ -264,9 +265,13 @@ class Warehouse:
         current = set(members["ticker"])
         previously_active = set(stored.loc[stored["active"].astype(bool), "ticker"])
         known = set(stored["ticker"])
+        ciks = dict(zip(members["ticker"], members["cik"])) if "cik" in members.columns else {}
         rows = [{"ticker": r.ticker, "name": _text(r.name, 255), "sector": _text(r.sector, 128), "kind": r.kind,
-                 "first_seen": today, "last_seen": today, "active": True}
+                 "first_seen": today, "last_seen": today, "active": True, "cik": _text(ciks.get(r.ticker), 10)}
                 for r in members.itertuples(index=False) if r.ticker not in known]
+        stored_ciks = dict(zip(stored["ticker"], stored["cik"]))
+        new_ciks = [{"t": t, "c": c} for t, c in ciks.items()
+                    if t in known and isinstance(c, str) and stored_ciks.get(t) != c]
         with self.transaction() as conn:
             # Shards sync concurrently: a row another shard just added is kept as is.
             bulk.upsert_rows(conn, ticker_universe, rows, key=("ticker",), update_existing=False)
@@ -274,6 +279,9 @@ class Warehouse:
             for chunk in _chunks(renewed, 500):
                 conn.execute(update(ticker_universe).where(ticker_universe.c.ticker.in_(chunk))
                              .values(last_seen=today, active=True))
+            if new_ciks:
+                conn.execute(update(ticker_universe).where(ticker_universe.c.ticker == bindparam("t"))
+                             .values(cik=bindparam("c")), new_ciks)
             removed = sorted(previously_active - current)
             for chunk in _chunks(removed, 500):
                 conn.execute(update(ticker_universe).where(ticker_universe.c.ticker.in_(chunk))

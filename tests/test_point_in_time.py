@@ -1,0 +1,133 @@
+"""The point-in-time universe in a run: former members inside the window, renames, the members on a date."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from CandleThrob.testing.datagen import Constituent, IndexChange, MarketData, generate_market, load_market_file
+from CandleThrob.testing.polygon_server import PolygonServer
+from CandleThrob.universe.read import continuous_bars, members
+from CandleThrob.warehouse.engine import create_engine
+from CandleThrob.warehouse.storage import Warehouse
+
+from ingest_helpers import API_KEY, data_calls, ingest, make_config, query
+
+START, RENAME, END = "2021-06-01", dt.date(2022, 6, 9), "2022-12-30"
+META_CIK = "1326801"
+
+
+def _rows(url: str, sql: str) -> list[tuple]:
+    """Rows with dates as ISO text, as SQLite and PostgreSQL both can be compared."""
+    return [tuple(v.isoformat() if isinstance(v, dt.date) else v for v in row) for row in query(url, sql)]
+
+
+def _series(source: MarketData, ticker: str, as_ticker: str, start, end) -> pd.DataFrame:
+    return source.bars(ticker, start, end).assign(ticker=as_ticker)
+
+
+@pytest.fixture(scope="module")
+def meta_market():
+    """Three companies and the ETFs; Meta as FB until 2022-06-08 and as META from 2022-06-09; and another
+    fund that traded as META before that day (what a naive backfill of "META" would store as Meta's)."""
+    generated = generate_market(6, START, END, seed=4)
+    companies = generated.constituents[:3]
+    others = [c.symbol for c in generated.constituents[3:6]]
+    market = MarketData(constituents=list(companies) + [Constituent("META", "Meta Platforms",
+                                                                    "Communication Services", META_CIK)])
+    for ticker in [c.symbol for c in companies] + [t for t in generated.tickers if t not in others
+                                                    and t not in {c.symbol for c in generated.constituents}]:
+        market.add_bars(generated.bars(ticker))
+    market.add_bars(_series(generated, others[0], "FB", START, RENAME - dt.timedelta(days=1)))
+    market.add_bars(pd.concat([_series(generated, others[1], "META", "2021-06-30", RENAME - dt.timedelta(days=1)),
+                               _series(generated, others[2], "META", RENAME, END)], ignore_index=True))
+    market.index_changes = [IndexChange(RENAME, "META", "Meta Platforms", "FB", "Meta Platforms", "rename")]
+    return market, generated, others
+
+
+def test_a_rename_is_one_company_and_the_symbols_earlier_holder_is_never_stored(database_url, meta_market):
+    market, generated, others = meta_market
+    with PolygonServer(market, api_key=API_KEY, today=END) as server:
+        result = ingest(database_url, server, END, start=START)
+    assert result["exit_code"] == 0 and result["former_members"] == 1
+    # META is stored from the rename on only: the fund that traded as META before is not Meta
+    assert _rows(database_url, "SELECT MIN(trade_date), COUNT(*) FROM ticker_data_raw WHERE ticker = 'META'") == [
+        ("2022-06-09", len(generated.bars(others[2], RENAME, END)))]
+    assert _rows(database_url, "SELECT MAX(trade_date) FROM ticker_data_raw WHERE ticker = 'FB'") == [
+        ("2022-06-08",)]
+    assert _rows(database_url, "SELECT security_id, ticker, valid_from, valid_to FROM symbol_history "
+                               "WHERE security_id = '1326801' ORDER BY ticker") == [
+        (META_CIK, "FB", None, "2022-06-08"), (META_CIK, "META", "2022-06-09", None)]
+
+    warehouse = Warehouse(create_engine(database_url))
+    try:
+        for asked in ("META", "FB"):
+            series = continuous_bars(warehouse, asked, adjust="none")
+            expected = pd.concat([_series(generated, others[0], "META", START, RENAME - dt.timedelta(days=1)),
+                                  _series(generated, others[2], "META", RENAME, END)], ignore_index=True)
+            assert list(series["traded_as"].unique()) == ["FB", "META"]
+            assert (series["ticker"] == "META").all() and len(series) == len(expected)
+            assert series["close"].tolist() == expected["close"].tolist()
+            assert series["trade_date"].tolist() == expected["trade_date"].tolist()
+    finally:
+        warehouse.dispose()
+
+
+def test_members_on_a_date_follow_the_rename(sqlite_url, meta_market):
+    market, _, _ = meta_market
+    with PolygonServer(market, api_key=API_KEY, today=END) as server:
+        config = make_config(sqlite_url, server)
+        before_any_run = members("2022-01-03", config=config)  # nothing stored: the page itself is read
+        ingest(sqlite_url, server, END, start="2022-12-01")
+        stored_before, stored_after = members("2022-06-08", config=config), members("2022-06-09", config=config)
+    companies = sorted(c.symbol for c in market.constituents[:3])
+    assert before_any_run["ticker"].tolist() == sorted(companies + ["FB"])
+    assert stored_before["ticker"].tolist() == sorted(companies + ["FB"])
+    assert stored_after["ticker"].tolist() == sorted(companies + ["META"])
+    assert list(stored_after.columns) == ["ticker", "cik", "name", "sector"]
+    assert stored_after.set_index("ticker").loc["META", "cik"] == META_CIK
+    assert stored_before.set_index("ticker").loc["FB", "cik"] == META_CIK
+
+
+# --- a backfill with former members, from real data -----------------------------------------------
+
+PAGE_2018 = "sp500_wikipedia_html/List_of_SP500_companies_2018-02_rev821321383.html"
+KAGGLE_2018 = "kaggle_sp500_all_stocks_5yr/all_stocks_5yr.csv.gz"
+KAGGLE_2017 = "kaggle_sp500_all_stocks_5yr/all_stocks_5yr_v2017-08.csv.gz"
+# Members on the 2017 list that left by the 2018 page (the 2017 bars end on 2017-08-11).
+LEFT = {"BCR": dt.date(2018, 1, 2), "DD": dt.date(2017, 8, 31), "LVLT": dt.date(2017, 10, 12),
+        "SPLS": dt.date(2017, 9, 17), "WFM": dt.date(2017, 8, 28)}
+WINDOW = ("2017-06-01", "2018-02-07")
+
+
+@pytest.fixture(scope="module")
+def kaggle_market(shared_data):
+    bars, _, _ = load_market_file(shared_data / KAGGLE_2018)
+    older, _, _ = load_market_file(shared_data / KAGGLE_2017)
+    bars = pd.concat([bars, older[older["ticker"].isin(set(LEFT))]], ignore_index=True)
+    return MarketData(bars[bars["trade_date"] >= WINDOW[0]])
+
+
+def test_a_backfill_holds_the_members_that_left_in_its_window_at_no_extra_call(tmp_path, shared_data,
+                                                                                kaggle_market):
+    page = shared_data / PAGE_2018
+    with_former, without = f"sqlite:///{tmp_path / 'pit.db'}", f"sqlite:///{tmp_path / 'survivors.db'}"
+    with PolygonServer(kaggle_market, api_key=API_KEY, today=WINDOW[1], universe_html=page) as server:
+        mark = len(server.requests)
+        result = ingest(with_former, server, WINDOW[1], start=WINDOW[0], min_sp500_symbols=450,
+                        min_data_quality_score=0.0)
+        pit_calls = len(data_calls(server, mark))
+        survivors = [t for (t,) in query(with_former, "SELECT ticker FROM ticker_universe WHERE active = 1")]
+        mark = len(server.requests)
+        ingest(without, server, WINDOW[1], start=WINDOW[0], tickers=survivors, min_data_quality_score=0.0)
+        survivor_calls = len(data_calls(server, mark))
+    assert result["former_members"] == 16 and result["former_member_calls"] == 0
+    assert pit_calls == survivor_calls == result["data_calls"] == 174  # one grouped call per session
+    spans = dict(((t, (a, b)) for t, a, b in _rows(
+        with_former, "SELECT ticker, MIN(trade_date), MAX(trade_date) FROM ticker_data_raw GROUP BY ticker")))
+    for ticker, last_day in LEFT.items():
+        # from the window's start through the last bar the source has before the exit
+        assert spans[ticker] == ("2017-06-01", min(last_day, dt.date(2017, 8, 11)).isoformat()), ticker
+    assert not set(LEFT) & set(t for (t,) in query(without, "SELECT DISTINCT ticker FROM ticker_data_raw"))
