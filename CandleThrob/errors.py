@@ -45,6 +45,16 @@ class InvalidTickerError(ConfigError, ValueError):
         self.reason = reason
 
 
+class ReadRequestError(ConfigError, ValueError):
+    """A read asked for something that cannot be: a bad date, an end before the start, an unknown
+    adjustment or format (a usage error for the command line, a ValueError for library callers)."""
+
+
+class WarehouseNotFoundError(ConfigError):
+    """No warehouse to read at that URL (a missing SQLite file or PostgreSQL database, or one
+    without CandleThrob's tables): reading never creates one."""
+
+
 class FatalError(CandleThrobError):
     """The run cannot go on."""
 
