@@ -27,7 +27,7 @@ def warehouse_url(tmp_path_factory):
 
 def test_every_subcommand_has_help_and_the_exit_codes():
     names = [command.NAME for command in COMMANDS]
-    assert names == ["ingest", "bars", "export", "status", "report"]
+    assert names == ["ingest", "bars", "export", "status", "report", "members"]
     code, out, _ = run_cli("--help")
     assert code == 0 and all(f"    {name}" in out for name in names) and "Exit codes: 0 ok; 2 bad usage" in out
     for name in names:
@@ -81,13 +81,14 @@ BAD_INPUT = [
     (["status", "--format", "xml"], "argument --format: invalid choice: 'xml'"),
     (["status", "--max-holes", "-3"], "argument --max-holes: '-3' is not a count; expected a whole number from 0"),
     (["report", "--output", "r.html", "--ticker", "NYSE:LMT"], "exchange prefixes are not allowed"),
-    (["members"], "argument COMMAND: invalid choice: 'members' (choose from"),
+    (["members"], "the following arguments are required: --as-of"),
+    (["members", "--as-of", "2024-02-30"], "argument --as-of: '2024-02-30' is not a date; expected YYYY-MM-DD"),
 ]
 
 
 @pytest.mark.parametrize("argv,message", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
 def test_bad_input_is_one_line_and_exit_2(warehouse_url, argv, message):
-    code, out, err = run_cli(*argv, "--database-url", warehouse_url) if argv[0] != "members" else run_cli(*argv)
+    code, out, err = run_cli(*argv, "--database-url", warehouse_url)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("candlethrob") and message in err, err
 
@@ -121,7 +122,6 @@ def test_a_process_never_prints_a_traceback(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr and done.stderr.count("\n") == 1
 
 
-def test_the_parser_knows_no_members_or_macro_yet():
-    """Other people add those; the registry is where."""
+def test_the_parser_knows_every_registered_subcommand():
     commands = next(a for a in build_parser()._actions if a.dest == "command")
-    assert sorted(commands.choices) == ["bars", "export", "ingest", "report", "status"]
+    assert sorted(commands.choices) == ["bars", "export", "ingest", "members", "report", "status"]

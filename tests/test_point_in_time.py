@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pandas as pd
 import pytest
@@ -15,7 +16,10 @@ from CandleThrob.universe.read import continuous_bars, members
 from CandleThrob.warehouse.engine import create_engine
 from CandleThrob.warehouse.storage import Warehouse
 
+from CandleThrob import read_bars
+
 from ingest_helpers import API_KEY, data_calls, ingest, make_config, query
+from read_helpers import run_cli
 
 START, RENAME, END = "2021-06-01", dt.date(2022, 6, 9), "2022-12-30"
 META_CIK = "1326801"
@@ -162,3 +166,31 @@ def test_a_rename_inside_a_gap_of_the_tools_own_scrapes_is_dated_by_one_ticker_e
         == [("2022-04-01", "2022-06-08")]
     assert _rows(database_url, "SELECT MIN(trade_date) FROM ticker_data_raw WHERE ticker = 'META'") == [
         ("2022-06-09",)]
+
+
+def test_the_command_line_reads_members_and_a_continuous_series(sqlite_url, meta_market):
+    market, generated, others = meta_market
+    with PolygonServer(market, api_key=API_KEY, today=END) as server:
+        ingest(sqlite_url, server, END, start=START)
+    code, out, err = run_cli("members", "--as-of", "2022-06-08", "--database-url", sqlite_url)
+    companies = sorted(c.symbol for c in market.constituents[:3])
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "ticker,cik,name,sector" and [line.split(",")[0] for line in lines[1:]] == sorted(
+        companies + ["FB"])
+    assert f"FB,{META_CIK},Meta Platforms,Communication Services" in lines
+    code, out, _ = run_cli("members", "--as-of", "2022-06-09", "--format", "json", "--database-url", sqlite_url)
+    assert code == 0 and {"ticker": "META", "cik": META_CIK, "name": "Meta Platforms",
+                          "sector": "Communication Services"} in json.loads(out)
+    code, out, _ = run_cli("bars", "META", "--continuous", "--adjust", "none", "--start", "2022-06-07", "--end",
+                           "2022-06-10", "--database-url", sqlite_url)
+    rows = [line.split(",") for line in out.splitlines()]
+    assert code == 0 and rows[0][-1] == "traded_as"
+    assert [(r[0], r[1], r[-1]) for r in rows[1:]] == [
+        ("META", "2022-06-07", "FB"), ("META", "2022-06-08", "FB"), ("META", "2022-06-09", "META"),
+        ("META", "2022-06-10", "META")]
+    frame = read_bars("META", continuous=True, adjust="split", database_url=sqlite_url)
+    assert frame["trade_date"].min() == pd.Timestamp(START) and frame["traded_as"].iloc[0] == "FB"
+    assert str(frame["transactions"].dtype) == "Int64" and (frame["ticker"] == "META").all()
+    plain = read_bars("META", database_url=sqlite_url)
+    assert plain["trade_date"].min() == pd.Timestamp(RENAME) and "traded_as" not in plain.columns

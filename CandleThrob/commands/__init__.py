@@ -6,6 +6,6 @@ A subcommand module has ``NAME``, ``HELP`` (one line for ``candlethrob --help``)
 arguments). Adding one is a module and a line here.
 """
 
-from CandleThrob.commands import bars, export, ingest, report, status
+from CandleThrob.commands import bars, export, ingest, members, report, status
 
-COMMANDS = (ingest, bars, export, status, report)
+COMMANDS = (ingest, bars, export, status, report, members)

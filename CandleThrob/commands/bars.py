@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=date_arg, help="first session, YYYY-MM-DD (default: the first stored)")
     parser.add_argument("--end", type=date_arg, help="last session, YYYY-MM-DD (default: the last stored)")
     add_adjust(parser)
+    parser.add_argument("--continuous", action="store_true",
+                        help="each company across its renames (FB then META), under its latest symbol, with a "
+                             "traded_as column")
     parser.add_argument("--format", choices=BAR_FORMATS, default="csv",
                         help="csv (default), json (an array of objects) or parquet (needs --output)")
     parser.add_argument("--output", type=Path, help="write to this file, replaced whole (default: standard output)")
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace, context: "Context") -> int:
     from CandleThrob.read import files, formats
     from CandleThrob.read.bars import BarsRequest, bars_frame
 
-    request = BarsRequest.of(",".join(args.tickers), args.start, args.end, args.adjust)
+    request = BarsRequest.of(",".join(args.tickers), args.start, args.end, args.adjust, args.continuous)
     if args.output is not None:
         files.check_file(args.output, "--output")
     elif args.format in BINARY_FORMATS:

@@ -52,11 +52,12 @@ class BarsRequest:
     start: Optional[dt.date] = None
     end: Optional[dt.date] = None
     adjust: str = "split"
+    continuous: bool = False  # each ticker's company across its renames, under its latest symbol
 
     @classmethod
     def of(cls, tickers: TickersLike, start: DateLike = None, end: DateLike = None,
-           adjust: str = "split") -> "BarsRequest":
-        request = cls(_tickers(tickers), _day(start, "start"), _day(end, "end"), check_adjust(adjust))
+           adjust: str = "split", continuous: bool = False) -> "BarsRequest":
+        request = cls(_tickers(tickers), _day(start, "start"), _day(end, "end"), check_adjust(adjust), continuous)
         if request.start and request.end and request.end < request.start:
             raise ReadRequestError(f"end {request.end} is before start {request.start}; expected an end on or "
                                    "after the start")
@@ -80,25 +81,45 @@ def symbol_reads(request: BarsRequest) -> list[SymbolRead]:
 
 def bars_frame(warehouse: Warehouse, request: BarsRequest) -> pd.DataFrame:
     """The bars ``request`` asks for, from an open warehouse."""
+    if request.continuous:
+        return _continuous(warehouse, request)
     frames = [_frame(rows) for rows in _fetch(warehouse, request.adjust, symbol_reads(request))]
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else empty_frame()
 
 
 def read_bars(tickers: TickersLike, start: DateLike = None, end: DateLike = None, adjust: str = "split",
-              database_url: Optional[str] = None) -> pd.DataFrame:
+              database_url: Optional[str] = None, continuous: bool = False) -> pd.DataFrame:
     """Stored daily bars of ``tickers`` (a list, or ``"AAPL,MSFT"``) from ``start`` to ``end``
     (inclusive; None: unbounded), ``adjust`` = ``"split"`` (what ``ticker_data`` holds),
     ``"total"`` (splits and dividends) or ``"none"`` (as traded). The database is
-    ``database_url``, else ``DATABASE_URL`` from the environment or ``.env``."""
+    ``database_url``, else ``DATABASE_URL`` from the environment or ``.env``.
+
+    ``continuous=True``: each ticker's company across its renames (``FB`` then ``META``), under
+    its latest symbol, on the days each symbol was that company's, with a ``traded_as`` column;
+    adjusted prices also take the splits and dividends recorded under the later symbols."""
     from CandleThrob.read.connect import load_config, open_warehouse
 
-    request = BarsRequest.of(tickers, start, end, adjust)
+    request = BarsRequest.of(tickers, start, end, adjust, continuous)
     warehouse = open_warehouse(load_config(database_url))
     try:
         return bars_frame(warehouse, request)
     finally:
         warehouse.dispose()
+
+
+def _continuous(warehouse: Warehouse, request: BarsRequest) -> pd.DataFrame:
+    from CandleThrob.universe.read import continuous_bars
+
+    frames = [continuous_bars(warehouse, ticker, request.start, request.end, request.adjust)
+              for ticker in sorted(request.tickers)]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return empty_frame().assign(traded_as=pd.Series(dtype="str"))
+    frame = pd.concat(frames, ignore_index=True)
+    typed = frame[list(COLUMNS)].astype({c: t for c, t in DTYPES.items() if c != "transactions"})
+    typed["transactions"] = pd.array(frame["transactions"].round(), dtype="Int64")
+    return typed.assign(traded_as=frame["traded_as"].astype("str"))
 
 
 def empty_frame() -> pd.DataFrame:

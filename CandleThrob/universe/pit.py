@@ -102,6 +102,8 @@ def _renames_by_name(intervals: pd.DataFrame, changes: pd.DataFrame) -> tuple[pd
                         & intervals["cik"].isna()]
         if len(new) == 1 and len(old) == 1:
             intervals.loc[old.index, "cik"] = new["cik"].iloc[0]
+            if pd.isna(old["sector"].iloc[0]) or not old["sector"].iloc[0]:  # one company: one sector
+                intervals.loc[old.index, "sector"] = new["sector"].iloc[0]
             found.append({"kind": "rename_by_name", "date": day, "ticker": change.removed_ticker,
                           "detail": f"{change.removed_ticker} became {change.added_ticker} on {day:%Y-%m-%d} "
                                     f"({change.added_name} on both sides of the change)",

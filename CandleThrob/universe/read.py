@@ -17,15 +17,17 @@ from typing import Optional
 
 import pandas as pd
 from sqlalchemy import inspect
+from sqlalchemy.exc import DBAPIError
 
 from CandleThrob.config import AdvancedBatchConfig, read_environment
+from CandleThrob.errors import DatabaseUnavailableError, UniverseError, UniverseUnavailableError
 from CandleThrob.planning.trading_calendar import DateLike
 from CandleThrob.universe.frames import day_of
 from CandleThrob.universe.membership import members_as_of
 from CandleThrob.universe.pages import fetch_constituents_page
 from CandleThrob.universe.pit import Membership, build_membership
 from CandleThrob.universe.securities import symbol_pieces
-from CandleThrob.warehouse.engine import create_db_engine, database_url
+from CandleThrob.warehouse.engine import create_db_engine, database_label, database_url
 from CandleThrob.warehouse.ledger import LedgerStore
 from CandleThrob.warehouse.membership import MembershipStore
 from CandleThrob.warehouse.storage import Warehouse
@@ -41,8 +43,12 @@ def members(as_of: DateLike, database_url_: Optional[str] = None,
                                                     **({"database_url": database_url_} if database_url_ else {}))
     membership = stored_membership(config)
     if membership is None:
-        page = fetch_constituents_page(config.sp500_url, timeout=config.request_timeout,
-                                       min_symbols=config.min_sp500_symbols)
+        try:
+            page = fetch_constituents_page(config.sp500_url, timeout=config.request_timeout,
+                                           min_symbols=config.min_sp500_symbols)
+        except UniverseError as exc:
+            raise UniverseUnavailableError(f"no membership is stored yet and the constituents page cannot be "
+                                           f"used: {exc}") from None
         empty = pd.DataFrame(columns=["ticker", "cik", "first_seen", "last_seen"])
         membership = build_membership(page.members, page.changes, pd.Timestamp.now().normalize(), empty)
     frame = members_as_of(membership.intervals, day_of(as_of))[MEMBER_OUTPUT]
@@ -56,11 +62,14 @@ def stored_membership(config: AdvancedBatchConfig) -> Optional[Membership]:
     url = database_url(config)
     if url.get_backend_name() == "sqlite" and not _exists(url.database):
         return None
-    warehouse = Warehouse(create_db_engine(config, url))
+    warehouse = Warehouse(create_db_engine(config, url), label=database_label(config, url))
     try:
         if "index_members" not in inspect(warehouse.engine).get_table_names():
             return None
         return MembershipStore(warehouse).load()
+    except (DBAPIError, OSError) as exc:
+        raise DatabaseUnavailableError(f"cannot read the database ({warehouse.describe()}): "
+                                       f"{getattr(exc, 'orig', exc)}") from None
     finally:
         warehouse.dispose()
 
