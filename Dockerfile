@@ -43,8 +43,8 @@ RUN groupadd --system --gid 10001 candlethrob \
        --no-create-home --shell /usr/sbin/nologin candlethrob
 
 # Dependencies first: their layer is reused while only the code changes.
-COPY requirements.txt /app/requirements.txt
-RUN pip install --no-cache-dir -r /app/requirements.txt
+COPY requirements.lock /app/requirements.lock
+RUN pip install --no-cache-dir --require-hashes -r /app/requirements.lock
 
 COPY CandleThrob/ /app/CandleThrob/
 

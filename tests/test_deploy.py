@@ -366,7 +366,8 @@ def test_dockerfile_layout_and_default_command():
     assert "PYTHONPATH=/app" in env
     assert "PYTHONUNBUFFERED=1" in env
     runs = " ".join(instruction_args("RUN"))
-    assert re.search(r"pip install --no-cache-dir -r \S*requirements\.txt", runs)
+    # the pinned versions, each checked against its hash: a rebuild installs what CI tested
+    assert re.search(r"pip install --no-cache-dir --require-hashes -r \S*requirements\.lock", runs)
     assert re.search(r"chown \S+ /app/data", runs)
     copies = instruction_args("COPY")
     assert any(c.split()[0] == "CandleThrob/" for c in copies)
@@ -381,7 +382,7 @@ def test_dockerignore_keeps_secrets_and_clutter_out_but_not_the_sources():
                 if line.strip() and not line.startswith("#")}
     assert {".git", ".env", "data/", "tests/", "bench/", "venv/", ".venv/"} <= patterns
     assert "**/__pycache__" in patterns and "**/*.db" in patterns
-    for needed in ("requirements.txt", "CandleThrob", "CandleThrob/"):
+    for needed in ("requirements.lock", "CandleThrob", "CandleThrob/"):
         assert needed not in patterns
     assert not any(p.startswith("!") for p in patterns)
 
@@ -779,3 +780,17 @@ def test_wrapper_with_a_python_lacking_the_dependencies_is_a_crash(real_install,
     last = wrapper_messages(real_install)[-1]
     assert last["level"] == "ERROR" and last["message"].startswith("CRASH, not a partial run")
     assert "some tickers failed" not in (log_dir(real_install) / "candlethrob.log").read_text()
+
+
+def test_the_locks_pin_every_requirement_with_hashes():
+    """requirements*.txt are the readable sources; the locks pin them (and their dependencies) by hash."""
+    for source, lock in (("requirements.txt", "requirements.lock"), ("requirements-dev.txt", "requirements-dev.lock")):
+        text = (ROOT / lock).read_text()
+        pinned = dict(re.findall(r"^([A-Za-z0-9_.\-\[\]]+)==(\S+) \\$", text, flags=re.M))
+        names = [re.split(r"[<>=\[;]", line.strip())[0].lower().replace("_", "-")
+                 for line in (ROOT / source).read_text().splitlines() if line.strip() and line[0].isalpha()]
+        assert set(names) <= {name.lower().replace("_", "-").split("[")[0] for name in pinned}, lock
+        entries = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[2])
+        assert all("--hash=sha256:" in entry for entry in entries if "==" in entry), lock
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "pip install -q --require-hashes -r requirements-dev.lock" in ci and "ruff check ." in ci
