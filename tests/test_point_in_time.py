@@ -194,3 +194,43 @@ def test_the_command_line_reads_members_and_a_continuous_series(sqlite_url, meta
     assert str(frame["transactions"].dtype) == "Int64" and (frame["ticker"] == "META").all()
     plain = read_bars("META", database_url=sqlite_url)
     assert plain["trade_date"].min() == pd.Timestamp(RENAME) and "traded_as" not in plain.columns
+
+
+# --- which days of a window each symbol is wanted (no server) --------------------------------------
+
+def _membership(stays, history):
+    from CandleThrob.universe.pit import Membership
+
+    intervals = pd.DataFrame(stays, columns=["ticker", "cik", "name", "sector", "first_day", "last_day",
+                                             "security_id"]).astype({"first_day": "datetime64[us]",
+                                                                     "last_day": "datetime64[us]"})
+    frame = pd.DataFrame(history, columns=["security_id", "ticker", "valid_from", "valid_to"]).astype(
+        {"valid_from": "datetime64[us]", "valid_to": "datetime64[us]"})
+    return Membership(intervals, frame, pd.DataFrame())
+
+
+T = pd.Timestamp
+STAYS = [("AAA", None, "A", "X", None, None, "AAA@start"),                      # a member all along
+         ("LEFT", None, "L", "X", T("2019-01-02"), T("2022-03-31"), "LEFT@2019-01-02"),  # left in the window
+         ("GONE", None, "G", "X", None, T("2020-12-31"), "GONE@start"),           # left before the window
+         ("JOIN", None, "J", "X", T("2022-06-01"), T("2022-09-30"), "JOIN@2022-06-01"),  # joined and left in it
+         ("FB", "1", "M", "X", None, T("2022-06-08"), "1"), ("META", "1", "M", "X", T("2022-06-09"), None, "1")]
+HISTORY = [("1", "FB", None, T("2022-06-08")), ("1", "META", T("2022-06-09"), None),
+           ("AAA@start", "AAA", None, None), ("LEFT@2019-01-02", "LEFT", T("2019-01-02"), T("2022-03-31")),
+           ("GONE@start", "GONE", None, T("2020-12-31")), ("JOIN@2022-06-01", "JOIN", T("2022-06-01"),
+                                                            T("2022-09-30"))]
+
+
+@pytest.mark.parametrize("policy,expected", [
+    ("membership", {"AAA": [(None, None)], "LEFT": [(None, T("2022-03-31"))],
+                    "JOIN": [(T("2022-06-01"), T("2022-09-30"))], "FB": [(None, T("2022-06-08"))],
+                    "META": [(T("2022-06-09"), None)]}),
+    # the whole window, except where the symbol went on to mean another name of the company
+    ("window", {"AAA": [(None, None)], "LEFT": [(None, None)], "JOIN": [(None, None)],
+                "FB": [(None, T("2022-06-08"))], "META": [(T("2022-06-09"), None)]}),
+])
+def test_wanted_spans_follow_the_former_members_policy(policy, expected):
+    from CandleThrob.universe.pit import wanted_spans
+
+    spans = wanted_spans(_membership(STAYS, HISTORY), {"AAA", "META"}, "2021-01-04", "2022-12-30", policy)
+    assert spans == expected
