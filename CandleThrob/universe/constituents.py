@@ -31,7 +31,11 @@ def parse_constituents_html(html: str) -> pd.DataFrame:
     and the 2018 one (first ``wikitable``, column ``Ticker symbol``). Raises
     UniverseError when no such table exists or a symbol is not a valid ticker.
     """
-    table = _constituents_table(html)
+    return constituents_from_table(_constituents_table(html))
+
+
+def constituents_from_table(table: pd.DataFrame) -> pd.DataFrame:
+    """``parse_constituents_html`` on a table already read from the page."""
     symbol_column = next(c for c in SYMBOL_COLUMNS if c in table.columns)
     frame = pd.DataFrame({
         "ticker": table[symbol_column],

@@ -21,7 +21,7 @@ from CandleThrob.config import MIN_SP500_SYMBOLS, AdvancedBatchConfig, redact_ht
 from CandleThrob.errors import InvalidTickerError, UniverseError, UniversePageRefused
 from CandleThrob.source.http import HttpGuard
 from CandleThrob.universe.constituents import (
-    SYMBOL_COLUMNS, _constituents_table, check_size, fetch_page, parse_constituents_html,
+    SYMBOL_COLUMNS, _constituents_table, check_size, constituents_from_table, fetch_page,
 )
 from CandleThrob.universe.tickers import clean_ticker
 
@@ -103,8 +103,8 @@ def parse_members(html: str) -> pd.DataFrame:
     ``cik`` is a digit string (None when the page has none), ``date_added`` a datetime
     (NaT when blank or absent). Raises UniverseError like ``parse_constituents_html``.
     """
-    members = parse_constituents_html(html)  # validates and cleans the tickers
     table = _constituents_table(html)
+    members = constituents_from_table(table)  # validates and cleans the tickers
     symbols = table[next(c for c in SYMBOL_COLUMNS if c in table.columns)].str.replace(_FOOTNOTE, "", regex=True)
     has_symbol = symbols.str.strip() != ""
     date_column = next((c for c in _DATE_ADDED_COLUMNS if c in table.columns), None)

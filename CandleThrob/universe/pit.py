@@ -60,6 +60,8 @@ def build_membership(members: pd.DataFrame, changes: Optional[pd.DataFrame], as_
     ``members``: the page's list (``ticker``, ``cik``, ``name``, ``sector``); ``changes``: its
     changes table (None when the page has none: every member then has an unknown start);
     ``observations``: ``ticker, cik, first_seen, last_seen`` from the tool's own scrapes."""
+    if (changes is None or changes.empty) and set(observations["ticker"]) <= set(members["ticker"]):
+        return _members_only(members)  # nothing dated and nobody left: every member, open-ended
     changes = changes if changes is not None else pd.DataFrame(
         columns=["date", "added_ticker", "added_name", "removed_ticker", "removed_name", "reason"])
     walked, anomalies = membership_intervals(members, changes, as_of, calendar=calendar)
@@ -82,6 +84,17 @@ def build_membership(members: pd.DataFrame, changes: Optional[pd.DataFrame], as_
         else pd.DataFrame(columns=ANOMALY_COLUMNS)
     table = table[ANOMALY_COLUMNS].assign(anomaly_id=[_digest(row) for row in table.itertuples(index=False)])
     return Membership(assign_security_ids(intervals), history, table.drop_duplicates("anomaly_id"))
+
+
+def _members_only(members: pd.DataFrame) -> Membership:
+    """A page with no changes table, and sightings of nobody else: one open stay per member. What the
+    walk and the reconciliation give in that case, without their cost on every run of a small page."""
+    stays = members.drop_duplicates("ticker")
+    intervals = interval_frame([{"ticker": t, "cik": c if isinstance(c, str) else None, "name": n, "sector": s,
+                                 "first_day": pd.NaT, "last_day": pd.NaT}
+                                for t, c, n, s in zip(stays["ticker"], stays["cik"], stays["name"], stays["sector"])])
+    return Membership(assign_security_ids(intervals), symbol_history(intervals),
+                      pd.DataFrame(columns=ANOMALY_COLUMNS + ["anomaly_id"]))
 
 
 def _renames_by_name(intervals: pd.DataFrame, changes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
