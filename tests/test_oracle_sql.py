@@ -123,10 +123,10 @@ MERGE_AUDIT_SQL = (
 
 MERGE_UNIVERSE_SQL = (
     "MERGE INTO ticker_universe t USING (SELECT :1 AS ticker, :2 AS name, :3 AS sector, "
-    ":4 AS kind, :5 AS first_seen, :6 AS last_seen, :7 AS active FROM dual) s "
+    ":4 AS kind, :5 AS first_seen, :6 AS last_seen, :7 AS active, :8 AS cik FROM dual) s "
     "ON (t.ticker = s.ticker) WHEN NOT MATCHED THEN INSERT (ticker, name, sector, kind, "
-    "first_seen, last_seen, active) VALUES (s.ticker, s.name, s.sector, s.kind, s.first_seen, "
-    "s.last_seen, s.active)")
+    "first_seen, last_seen, active, cik) VALUES (s.ticker, s.name, s.sector, s.kind, s.first_seen, "
+    "s.last_seen, s.active, s.cik)")
 
 INGESTED_AT = dt.datetime(2024, 3, 5, 21, 30, 7)
 
@@ -468,8 +468,8 @@ def test_sync_universe_binds_flags_as_numbers_and_reads_bools(warehouse, driver)
     conn_ = driver["connections"][0]
     # Oracle DATE comes back as datetime; NUMBER(1) as int.
     conn_.replies["FROM ticker_universe"] = [
-        ("SPY", None, "ETF", "etf", dt.datetime(2024, 1, 2), dt.datetime(2024, 3, 1), 1),
-        ("OLD", "Old Co", "IT", "sp500", dt.datetime(2024, 1, 2), dt.datetime(2024, 3, 1), 1),
+        ("SPY", None, "ETF", "etf", dt.datetime(2024, 1, 2), dt.datetime(2024, 3, 1), 1, None),
+        ("OLD", "Old Co", "IT", "sp500", dt.datetime(2024, 1, 2), dt.datetime(2024, 3, 1), 1, "0000000001"),
     ]
     stored = warehouse.universe(active_only=False)
     assert stored["active"].dtype == bool and stored["active"].tolist() == [True, True]
@@ -482,7 +482,7 @@ def test_sync_universe_binds_flags_as_numbers_and_reads_bools(warehouse, driver)
     assert changes == {"added": ["AAPL"], "removed": ["OLD"], "rejoined": []}
     merge, renew, remove = [e for e in statements(driver) if e[0] != "commit"][-3:]
     assert merge == ("execute", MERGE_UNIVERSE_SQL,
-                     ["AAPL", "Apple Inc.", "IT", "sp500", today, today, 1])
+                     ["AAPL", "Apple Inc.", "IT", "sp500", today, today, 1, None])
     assert type(merge[2][6]) is int
     assert renew[1].startswith("UPDATE ticker_universe SET last_seen=:last_seen, active=:active")
     assert renew[2]["active"] == 1 and renew[2]["active"] is not True
@@ -491,14 +491,14 @@ def test_sync_universe_binds_flags_as_numbers_and_reads_bools(warehouse, driver)
 
 def test_upsert_rows_binds_bools_as_numbers_and_nan_as_null(warehouse, driver):
     row = {"ticker": "SPY", "name": float("nan"), "sector": "ETF", "kind": "etf",
-           "first_seen": dt.date(2024, 3, 5), "last_seen": dt.date(2024, 3, 5), "active": True}
+           "first_seen": dt.date(2024, 3, 5), "last_seen": dt.date(2024, 3, 5), "active": True, "cik": float("nan")}
     with warehouse.transaction() as conn:
         bulk.upsert_rows(conn, ticker_universe, [row, {**row, "ticker": "QQQ", "active": False}],
                          key=("ticker",), update_existing=False)
     (verb, sql, rows), _commit = statements(driver)
     assert (verb, sql) == ("executemany", MERGE_UNIVERSE_SQL)
     day = dt.date(2024, 3, 5)
-    assert rows == [["SPY", None, "ETF", "etf", day, day, 1], ["QQQ", None, "ETF", "etf", day, day, 0]]
+    assert rows == [["SPY", None, "ETF", "etf", day, day, 1, None], ["QQQ", None, "ETF", "etf", day, day, 0, None]]
     assert [type(r[6]) for r in rows] == [int, int]
 
 
