@@ -312,6 +312,7 @@ class MarketData:
         self.raw_split_records: list[dict] = []
         self.raw_dividend_records: list[dict] = []
         self._index: Optional[_DayIndex] = None
+        self._version = 0
         if bars is not None:
             self.add_bars(bars)
         for split in splits:
@@ -330,6 +331,11 @@ class MarketData:
     @property
     def tickers(self) -> list[str]:
         return sorted(self._series)
+
+    @property
+    def version(self) -> int:
+        """A number that changes whenever bars or splits change (answers built from them are stale)."""
+        return self._version
 
     @property
     def last_date(self) -> Optional[dt.date]:
@@ -393,11 +399,13 @@ class MarketData:
                                  "transactions" in frame.columns)
                 self._series[tickers[lo]] = _merge(self._series.get(tickers[lo]), new)
             self._index = None
+            self._version += 1
 
     def _put(self, ticker: str, series: TickerBars) -> None:
         with self._lock:
             self._series[ticker] = series
             self._index = None
+            self._version += 1
 
     def _build_index(self) -> _DayIndex:
         with self._lock:
@@ -434,6 +442,7 @@ class MarketData:
         with self._lock:
             others = [s for s in self._splits.get(ticker, ()) if s.execution_date != split.execution_date]
             self._splits[ticker] = tuple(sorted(others + [split], key=lambda s: s.execution_date))
+            self._version += 1
             series = self._series.get(ticker)
             if reprice and series is not None:
                 after = series.days >= to_day(split.execution_date)
@@ -573,6 +582,121 @@ def _random_walk(ticker: str, seed: int, n: int) -> np.ndarray:
     volume = np.maximum(np.round(mean_volume * np.exp(0.4 * z[:, 5])), 100)
     transactions = np.maximum(np.round(volume / shares_per_trade), 1)
     return np.column_stack([open_, high, low, close, volume, vwap, transactions])
+
+
+# -- the rest of the market ------------------------------------------------------
+
+# A real grouped-daily answer lists ~11,000 US symbols, of which the index and the
+# ETFs are ~5%. Besides plain 1-5 letter symbols they come in these shapes, in
+# Polygon's spelling: name: (share of the population, root lengths, suffixes).
+SYMBOL_SHAPES = {
+    "class_share": (0.015, (2, 3, 4), (".A", ".B", ".A", ".B", ".C")),  # BRK.A, BF.B
+    "warrant": (0.03, (3, 4), (".WS",)),                                 # ABC.WS
+    "warrant_series": (0.005, (3, 4), (".WS.A", ".WS.B")),               # ABC.WS.A
+    "unit": (0.015, (3, 4), (".U",)),                                    # ABC.U
+    "right": (0.005, (3, 4), (".RT",)),                                  # ABC.RT
+    "preferred": (0.07, (1, 2, 3, 4), tuple("p" + c for c in "ABCDEFGHIJK")),  # ABCpA for ABC-PA
+    "when_issued": (0.002, (2, 3, 4), ("w",)),                           # ABCw, lower case
+}
+# Exchange test symbols, which real answers carry on every session.
+TEST_SYMBOLS = ("ZVZZT", "ZWZZT", "ZXZZT", "ZBZZT", "ZJZZT", "NTEST")
+# Lengths of plain symbols: mostly 3-4 letters, few single letters (26 exist).
+_PLAIN_LENGTHS = ((1, 2, 3, 4, 5), (0.002, 0.04, 0.33, 0.52, 0.108))
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_POPULATION_STREAM = 0x5EED  # keeps the population's draws apart from the index's walks
+_BLOCK = 1024  # symbols drawn per call to the generator
+
+
+def _candidates(rng: np.random.Generator, lengths: tuple, weights: Optional[tuple],
+                suffixes: tuple) -> Iterable[str]:
+    """Endless random ``root + suffix`` symbols, drawn a block at a time."""
+    while True:
+        sizes = rng.choice(lengths, size=_BLOCK, p=weights).tolist()
+        letters = rng.integers(0, len(_LETTERS), size=(_BLOCK, max(lengths))).tolist()
+        ends = rng.integers(0, len(suffixes), size=_BLOCK).tolist()
+        for size, row, end in zip(sizes, letters, ends):
+            yield "".join(_LETTERS[i] for i in row[:size]) + suffixes[end]
+
+
+def market_symbols(count: int, seed: int = 0, reserved: Iterable[str] = ()) -> list[str]:
+    """``count`` distinct symbols shaped like a real grouped answer's, none in ``reserved``,
+    in a random order: the test symbols first in line (as many as fit), then each of
+    ``SYMBOL_SHAPES`` for round(share * count) (as many as fit), and plain 1-5 letter
+    symbols for the rest. A function of (count, seed, reserved) only."""
+    if count < 0:
+        raise ValueError(f"count must be >= 0, not {count}")
+    rng = np.random.default_rng([seed, _POPULATION_STREAM, 0])
+    taken = set(reserved)
+    symbols = [s for s in TEST_SYMBOLS if s not in taken][:count]
+    taken.update(symbols)
+    quotas = [(round(share * count), _candidates(rng, lengths, None, suffixes))
+              for share, lengths, suffixes in SYMBOL_SHAPES.values()]
+    quotas.append((count, _candidates(rng, *_PLAIN_LENGTHS, ("",))))
+    for quota, candidates in quotas:
+        wanted = min(len(symbols) + quota, count)
+        while len(symbols) < wanted:
+            symbol = next(candidates)
+            if symbol not in taken:
+                taken.add(symbol)
+                symbols.append(symbol)
+    return [symbols[i] for i in rng.permutation(len(symbols)).tolist()]
+
+
+class MarketPopulation:
+    """The rest of a US market around the index: ``symbols`` with cheap daily bars.
+
+    A session's bars are drawn afresh around each symbol's own price and volume
+    level from (seed, date) alone, not walked from the session before, so any
+    session costs the same few vectorised draws. They are consistent (0 < low <=
+    open, close, vwap <= high; volume and transactions >= 1) and exact at Polygon's
+    precision: prices are whole 1/``PRICE_SCALE`` dollars, volume and
+    transactions whole numbers.
+    """
+
+    PRICE_SCALE = 10_000
+
+    def __init__(self, symbols: Iterable[str], seed: int = 0):
+        self.symbols = tuple(symbols)
+        self.seed = seed
+        n = len(self.symbols)
+        rng = np.random.default_rng([seed, _POPULATION_STREAM, 1])
+        self._price = np.exp(rng.uniform(np.log(0.05), np.log(800), n))
+        self._sigma = rng.uniform(0.01, 0.06, n)
+        self._volume = np.exp(rng.uniform(np.log(200), np.log(2e7), n))
+        self._shares_per_trade = rng.uniform(50, 400, n)
+
+    @classmethod
+    def around(cls, market: MarketData, size: int, seed: int = 0) -> "MarketPopulation":
+        """The others of a ``size``-symbol market around ``market``'s tickers (none when
+        those are ``size`` or more). No symbol of the embedded S&P 500 or the ETFs is
+        among them, so that such a ticker added to ``market`` later is never listed twice."""
+        reserved = {*market.tickers, *(c.symbol for c in sp500_companies()), *ETF_TICKERS}
+        return cls(market_symbols(max(0, size - len(market.tickers)), seed, reserved), seed)
+
+    def day_values(self, day: DateLike) -> np.ndarray:
+        """int64, one row per symbol, ``VALUE_COLUMNS`` order, prices in 1/PRICE_SCALE dollars."""
+        rng = np.random.default_rng([self.seed, _POPULATION_STREAM, 2, to_date(day).toordinal()])
+        z = rng.standard_normal((len(self.symbols), 6))
+        sigma = self._sigma
+        open_ = self._price * np.exp(sigma * z[:, 0])
+        close = self._price * np.exp(sigma * z[:, 1])
+        high = np.maximum(open_, close) * np.exp(0.5 * sigma * np.abs(z[:, 2]))
+        low = np.minimum(open_, close) * np.exp(-0.5 * sigma * np.abs(z[:, 3]))
+        vwap = low + (high - low) / (1 + np.exp(-z[:, 4]))
+        # rounding and max(., 1) are monotone: the order of the prices survives them
+        prices = np.maximum(np.rint(np.column_stack([open_, high, low, close, vwap]) * self.PRICE_SCALE), 1)
+        volume = np.maximum(np.rint(self._volume * np.exp(0.5 * z[:, 5])), 1)
+        transactions = np.maximum(np.rint(volume / self._shares_per_trade), 1)
+        return np.column_stack([prices[:, :4], volume, prices[:, 4], transactions]).astype(np.int64)
+
+    def bars(self, day: DateLike) -> pd.DataFrame:
+        """The session's bars as a bars frame, in ``symbols`` order (what a client parses from them)."""
+        values = self.day_values(day).astype("float64")
+        values[:, _PRICE_LIKE] /= self.PRICE_SCALE
+        frame = pd.DataFrame(values, columns=list(VALUE_COLUMNS))
+        frame.insert(0, "trade_date", np.full(len(frame), to_day(day)).astype("datetime64[ns]"))
+        frame.insert(0, "ticker", pd.Series(self.symbols, dtype=object))
+        return frame[list(BAR_COLUMNS)]
 
 
 # -- files ----------------------------------------------------------------------
