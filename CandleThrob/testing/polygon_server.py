@@ -6,7 +6,9 @@ grouped daily aggregates, splits and the constituents page from a
 also misbehave the way the real service does (rate limits, 5xx, reset
 connections, stalls, truncated bodies, grouped days with ``"results": null``)
 so that the ingestion's retry and validation paths can be tested, demoed and
-benchmarked without a network or a key.
+benchmarked without a network or a key. For generated data a grouped day lists
+a whole market (``--market-size``, ~11,000 symbols), as Polygon's does, so that
+a client pays for parsing what the real service sends.
 
     python -m CandleThrob.testing.polygon_server --tickers 20 --start 2024-01-02 --end 2024-06-28
 
@@ -31,7 +33,7 @@ import sys
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,13 +41,15 @@ from typing import Callable, Iterable, Optional, Union
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 
 from CandleThrob.planning.trading_calendar import TradingCalendar
 from CandleThrob.source.polygon import RANGE_LIMIT
 from CandleThrob.testing.datagen import (
-    Constituent, DateLike, Dividend, IndexChange, MarketData, Split, adjust, generate_market, load_dividends_csv,
-    load_splits_csv, load_ticker_events_csv, market_data_from_files, to_date,
+    CLOSE, HIGH, LOW, OPEN, TRANSACTIONS, VOLUME, VWAP, Constituent, DateLike, Dividend, IndexChange,
+    MarketData, MarketPopulation, Split, adjust, generate_market, load_dividends_csv, load_splits_csv,
+    load_ticker_events_csv, market_data_from_files, to_date,
 )
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -53,6 +57,7 @@ FAULT_KINDS = ("5xx", "reset", "slow", "truncated", "null_results")
 RATE_LIMIT_ERROR = ("You've exceeded the maximum requests per minute, please wait or upgrade "
                     "your subscription to continue. https://polygon.io/pricing")
 WIKI_PATH = "/wiki/List_of_S&P_500_companies"
+MARKET_SIZE = 11_000  # symbols in a real grouped-daily answer, about
 _AGGS_RANGE = re.compile(r"/v2/aggs/ticker/([^/]+)/range/1/day/([^/]+)/([^/]+)")
 _AGGS_GROUPED = re.compile(r"/v2/aggs/grouped/locale/us/market/stocks/([^/]+)")
 _SPLITS = "/stocks/v1/splits"
@@ -170,6 +175,192 @@ def bar_json(day: dt.date, row: list, has_vwap: bool, has_transactions: bool) ->
     return bar
 
 
+# -- grouped answers, encoded once --------------------------------------------------
+
+# Keys of a population bar, in Polygon's order: (key, column of ``day_values``
+# or None for ``t``, 4-digit groups before the decimal point, decimals).
+_POPULATION_KEYS = (("v", VOLUME, 3, 0), ("vw", VWAP, 2, 4), ("o", OPEN, 2, 4), ("c", CLOSE, 2, 4),
+                    ("h", HIGH, 2, 4), ("l", LOW, 2, 4), ("t", None, 4, 0), ("n", TRANSACTIONS, 3, 0))
+_GROUP = np.arange(10_000)[:, None]
+_POWERS = 10 ** np.arange(3, -1, -1)
+
+
+def _words(table: np.ndarray) -> np.ndarray:
+    """A (10000, 4) byte table as one little-endian word per row: a group's four bytes in one store."""
+    return np.ascontiguousarray(table, dtype=np.uint8).view("<u4").ravel()
+
+
+_DIGITS = _words(_GROUP // _POWERS % 10 + ord("0"))
+_NO_LEADING_ZEROS = _words(_GROUP >= _POWERS)                        # 0 -> no digit at all
+_NO_LEADING_ZEROS_BUT_UNITS = _words((_GROUP >= _POWERS) | (_POWERS == 1))
+_NO_TRAILING_ZEROS = _words(_GROUP % (10 * _POWERS) != 0)          # of a fraction
+_ALL_FOUR = _words(np.ones((1, 4)))[0]
+
+
+class PopulationRows:
+    """A population's bars of one session as ``results`` items of a grouped answer
+    (JSON text, each item preceded by a comma), without a Python loop over its rows.
+
+    Every row is laid out once in a fixed-width byte matrix (symbol, keys and
+    punctuation in place). For a session, each number is written as 4-digit groups
+    looked up in tables, and a mask drops what JSON must not hold: the symbol's
+    padding, leading zeros, and a fraction's trailing zeros (and its point when it
+    is 0). ``matrix[mask]`` is then the text, in one C pass.
+    """
+
+    def __init__(self, symbols: Iterable[str]):
+        names = np.array([s.encode() for s in symbols])
+        if not len(names):
+            raise ValueError("a population of no symbols needs no rows")
+        text, fields = bytearray(), {}
+
+        def put(constant: str) -> None:
+            text.extend(constant.encode())
+
+        def field(name: str, kind: str, width: int) -> None:
+            fields[name] = (kind, len(text))
+            text.extend(b"\0" * width)
+
+        put(',{"T":"')
+        field("T", names.dtype.str, names.dtype.itemsize)
+        put('"')
+        for key, _, groups, decimals in _POPULATION_KEYS:
+            put(f',"{key}":')
+            for j in range(groups):
+                field(f"{key}{j}", "<u4", 4)
+            if decimals:
+                field(f"{key}.", "u1", 1)
+                text[-1] = ord(".")
+                field(f"{key}f", "<u4", 4)
+        put("}")
+        self.count = len(names)
+        self._dtype = np.dtype({"names": list(fields), "formats": [k for k, _ in fields.values()],
+                                "offsets": [o for _, o in fields.values()], "itemsize": len(text)})
+        constant = np.frombuffer(bytes(text), np.uint8)
+        self._rows = np.tile(constant, (self.count, 1))
+        self._kept = np.tile(constant != 0, (self.count, 1))
+        self._rows.view(self._dtype)[:, 0]["T"] = names
+        start = fields["T"][1]
+        self._kept[:, start:start + names.dtype.itemsize] = self._rows[:, start:start + names.dtype.itemsize] != 0
+        for key, _, _, decimals in _POPULATION_KEYS:
+            if decimals:  # the point's byte is a constant, but it is kept or not per row
+                self._kept[:, fields[f"{key}."][1]] = False
+        self._lock = threading.Lock()
+
+    def encode(self, values: np.ndarray, t: int, hidden: Optional[np.ndarray] = None) -> bytes:
+        """``values`` as ``MarketPopulation.day_values`` gives them, ``t`` the session's
+        Polygon stamp; rows where ``hidden`` is True are left out."""
+        with self._lock:  # one session at a time in the matrices
+            self._fill(values, t)
+            kept = self._kept if hidden is None else self._kept & ~hidden[:, None]
+            return self._rows[kept].tobytes()
+
+    def _fill(self, values: np.ndarray, t: int) -> None:
+        # Every number's bytes and mask are written in place: allocating the matrices
+        # afresh costs more (page faults on 3 MB) than writing them.
+        row_fields, kept_fields = self._rows.view(self._dtype)[:, 0], self._kept.view(self._dtype)[:, 0]
+        for key, column, groups, decimals in _POPULATION_KEYS:
+            whole = values[:, column] if column is not None else np.full(self.count, t, np.int64)
+            if decimals:
+                whole, fraction = np.divmod(whole, 10 ** decimals)
+            split = []  # the 4-digit groups, least significant first
+            for _ in range(groups):
+                whole, group = np.divmod(whole, 10_000)
+                split.append(group)
+            if whole.any():  # also for a negative number, whose last quotient is -1
+                raise ValueError(f"population {key!r} values outside 0..{10_000 ** groups - 1}")
+            higher = np.zeros(self.count, bool)  # a higher group is not 0: no zero of this one leads
+            for j, group in enumerate(reversed(split)):
+                row_fields[f"{key}{j}"] = _DIGITS[group]
+                shown = _NO_LEADING_ZEROS_BUT_UNITS if j == groups - 1 else _NO_LEADING_ZEROS
+                kept_fields[f"{key}{j}"] = np.where(higher, _ALL_FOUR, shown[group])
+                higher |= group != 0
+            if decimals:
+                row_fields[f"{key}f"] = _DIGITS[fraction]
+                kept_fields[f"{key}f"] = _NO_TRAILING_ZEROS[fraction]
+                kept_fields[f"{key}."] = fraction != 0
+
+
+class GroupedAnswers:
+    """Each session's grouped ``results`` (count, JSON text of the items), built on a
+    session's first request and kept for the ``capacity`` latest (day, adjusted):
+    a cold backfill asks each session once, and a 1.3 MB body per session of a
+    10-year market would not fit in memory anyway. An entry is rebuilt when the
+    market (or its bars or splits) or the server's today changed since.
+
+    Items: the market's bars of the day (as before: ``bar_json``, ticker order),
+    then the population's, minus any symbol the market has since gained.
+    """
+
+    def __init__(self, population: Optional[MarketPopulation] = None, capacity: int = 16):
+        self.population = population
+        self.capacity = capacity
+        self._rows = PopulationRows(population.symbols) if population and population.symbols else None
+        self._names = np.array(population.symbols if self._rows else [], dtype=object)
+        self._symbols = frozenset(self._names.tolist())
+        self._cache: OrderedDict[tuple, tuple] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def results(self, market: MarketData, day: dt.date, adjusted: bool,
+                today: Optional[dt.date]) -> tuple[int, bytes]:
+        key, token = (day, adjusted), (market, market.version, today)
+        with self._lock:
+            entry = self._cache.get(key)
+            if entry is not None and entry[0] == token:
+                self._cache.move_to_end(key)
+                return entry[1]
+        answer = self.build(market, day, adjusted, today)
+        with self._lock:
+            self._cache[key] = (token, answer)
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.capacity:
+                self._cache.popitem(last=False)
+        return answer
+
+    def build(self, market: MarketData, day: dt.date, adjusted: bool,
+              today: Optional[dt.date]) -> tuple[int, bytes]:
+        """The answer without the cache."""
+        bars = market.on_day(day) if today is None or day <= today else []
+        if not bars:  # the population trades on the market's sessions only
+            return 0, b""
+        values = np.array([series.values[row] for _, series, row in bars])
+        if adjusted:  # only where there are splits: dividing by a factor of 1 changes nothing
+            split = {s.ticker for s in market.splits}
+            for i, (ticker, series, row) in enumerate(bars):
+                if ticker in split:
+                    factors = market.split_factors(ticker, series.days[row:row + 1], today)
+                    values[i:i + 1] = adjust(values[i:i + 1], factors)
+        results = [{"T": ticker, **bar_json(day, row, series.has_vwap, series.has_transactions)}
+                   for (ticker, series, _), row in zip(bars, values.tolist())]
+        text = json.dumps(results, separators=(",", ":"), allow_nan=False).encode()[1:-1]
+        if self._rows is None:
+            return len(results), text
+        gained = self._symbols.intersection(market.tickers)
+        hidden = np.isin(self._names, list(gained)) if gained else None
+        others = self._rows.encode(self.population.day_values(day), ny_midnight_ms(day), hidden)
+        shown = self._rows.count - (int(hidden.sum()) if hidden is not None else 0)
+        return len(results) + shown, text + others
+
+
+class PreEncoded(dict):
+    """A 200's payload whose ``results`` are already JSON text: the other keys, in
+    order, with ``results`` going after the first ``place`` of them."""
+
+    def __init__(self, before: dict, results: bytes, after: dict):
+        super().__init__(before, **after)
+        self.results, self.place = results, len(before)
+
+
+def encode_payload(payload: dict) -> bytes:
+    """A payload as the body of its answer; pre-encoded results are spliced in, not re-encoded."""
+    if not isinstance(payload, PreEncoded):
+        return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+    items = list(payload.items())
+    before = json.dumps(dict(items[:payload.place]), separators=(",", ":"), allow_nan=False).encode()
+    after = json.dumps(dict(items[payload.place:]), separators=(",", ":"), allow_nan=False).encode()
+    return before[:-1] + b',"results":[' + payload.results + b"]," + after[1:]
+
+
 # -- endpoints: (server, base_url, params, *path parts) -> JSON payload of a 200 --------
 
 def aggs_range(server: "PolygonServer", base_url: str, params: dict, ticker: str,
@@ -224,20 +415,11 @@ def aggs_grouped(server: "PolygonServer", base_url: str, params: dict, date_text
     except ValueError:
         raise BadRequest("Could not parse the date parameter. Use YYYY-MM-DD") from None
     adjusted = _bool_param(params, "adjusted", True)
-    today = server.today
-    results = []
-    if today is None or day <= today:
-        for ticker, series, row in server.market.on_day(day):
-            values = series.values[row:row + 1]
-            if adjusted:
-                values = adjust(values, server.market.split_factors(ticker, series.days[row:row + 1], today))
-            results.append({"T": ticker, **bar_json(day, values[0].tolist(), series.has_vwap,
-                                                    series.has_transactions)})
-    payload = {"queryCount": len(results), "resultsCount": len(results), "adjusted": adjusted}
-    if results:
-        payload["results"] = results
-    payload.update(status="OK", request_id=_request_id(), count=len(results))
-    return payload
+    count, results = server.grouped_answers.results(server.market, day, adjusted, server.today)
+    before = {"queryCount": count, "resultsCount": count, "adjusted": adjusted}
+    after = {"status": "OK", "request_id": _request_id(), "count": count}
+    # Polygon leaves "results" out rather than send an empty list
+    return PreEncoded(before, results, after) if count else {**before, **after}
 
 
 _COMPARE = {"": lambda a, b: a == b, "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b,
@@ -393,7 +575,10 @@ class PolygonServer:
     ``today`` (a date, or None for the last date in the data) is the server's
     "now" and may be changed while it runs; so may ``market``'s bars, splits and
     constituents. ``requests`` lists one dict per request answered (keys as in
-    the request log).
+    the request log). With ``market_size`` above the market's ticker count,
+    grouped days also list generated others up to that many symbols (a
+    ``MarketPopulation`` drawn from ``seed``), as a real grouped answer lists
+    the whole market.
     """
 
     def __init__(self, market: MarketData, *, host: str = "127.0.0.1", port: int = 0,
@@ -402,7 +587,8 @@ class PolygonServer:
                  send_retry_after: bool = False, fault_rate: float = 0.0,
                  fault_kinds: Iterable[str] = FAULT_KINDS, seed: int = 0,
                  stall_seconds: float = 30.0, request_log: Optional[Union[str, Path]] = None,
-                 universe_html: Optional[Union[str, Path]] = None, history_limit_years: Optional[int] = None):
+                 universe_html: Optional[Union[str, Path]] = None, history_limit_years: Optional[int] = None,
+                 market_size: int = 0):
         unknown = set(fault_kinds) - set(FAULT_KINDS)
         if unknown:
             raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(FAULT_KINDS)}")
@@ -418,6 +604,7 @@ class PolygonServer:
         self.requests: list[dict] = []
         self._gate: Optional[Gate] = None
         self._preliminary: dict[dt.date, pd.DataFrame] = {}  # day -> its final bars, served after one answer
+        self.grouped_answers = GroupedAnswers(MarketPopulation.around(market, market_size, seed))
         self._rate_limit = _RateLimit(calls_per_minute, window_seconds) if calls_per_minute else None
         self._faults = random.Random(seed)
         self._fault_lock = threading.Lock()
@@ -677,7 +864,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "null_results":
             payload = {"queryCount": 0, "resultsCount": 0, "adjusted": payload.get("adjusted", True),
                        "results": None, "status": "OK", "request_id": _request_id(), "count": 0}
-        body = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+        body = encode_payload(payload)
         if fault == "truncated":
             body = body[:len(body) // 2]
         self._send(status, body, "application/json", fault=fault)
@@ -790,6 +977,9 @@ def _parser() -> argparse.ArgumentParser:
     add("--tickers", type=int, default=10, help="generated: this many S&P 500 companies (+ 20 ETFs)")
     add("--start", type=to_date, default=dt.date(2020, 1, 2), help="generated: first date")
     add("--end", type=to_date, help="generated: last date (default: the last completed NYSE session)")
+    add("--market-size", type=int, default=MARKET_SIZE, metavar="N",
+        help="generated: grouped days list N symbols, the index's and ETFs' plus generated others "
+             f"(default {MARKET_SIZE}; 0: none added); --bars files are served as they are")
     add("--seed", type=int, default=0, help="generated data and fault draws")
     add("--today", type=to_date, help="the server's now (default: the last date in the data)")
     add("--api-key", help="accept only this key (default: any non-empty key)")
@@ -833,7 +1023,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         send_retry_after=args.send_retry_after, fault_rate=args.fault_rate,
         fault_kinds=args.fault_kinds, seed=args.seed,
         stall_seconds=args.stall_seconds, request_log=args.request_log,
-        universe_html=args.universe_html, history_limit_years=args.history_limit_years)
+        universe_html=args.universe_html, history_limit_years=args.history_limit_years,
+        market_size=0 if args.bars else args.market_size)
     for revision in args.revise:
         day, _, percent = revision.partition(":")
         server.revise_after_first_answer(day, preliminary_bars(market, day, float(percent or 1)))
