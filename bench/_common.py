@@ -109,9 +109,12 @@ class ServerProcess:
     """``python -m CandleThrob.testing.polygon_server`` with generated data, in its own
     process so that its CPU stays out of the measured one's."""
 
-    def __init__(self, tickers: int, start: str, end: str, seed: int, request_log: Optional[Path] = None):
+    def __init__(self, tickers: int, start: str, end: str, seed: int, request_log: Optional[Path] = None,
+                 market_size: Optional[int] = None):
         self.args = [PYTHON, "-m", "CandleThrob.testing.polygon_server", "--tickers", str(tickers),
                      "--start", start, "--end", end, "--seed", str(seed), "--api-key", API_KEY]
+        if market_size is not None:  # else the server's default, a full market
+            self.args += ["--market-size", str(market_size)]
         if request_log is not None:
             self.args += ["--request-log", str(request_log)]
         self.request_log = request_log

@@ -60,10 +60,12 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Sequence
 
 # _common first: it puts the repository on sys.path
 from _common import (API_KEY, PYTHON, ROOT, ServerProcess, clean_env, machine_line, markdown_table,
                      run_child)
+from _raw import postgres_upsert, sqlite_upsert
 
 import pandas as pd
 import psutil
@@ -75,8 +77,6 @@ from CandleThrob.testing.datagen import generate_market
 END = dt.date(2026, 6, 26)
 TARGET_RATIO = 2.0
 TARGET_RSS_MB = 300.0
-KEY = ("ticker", "trade_date")
-UPDATED = [c for c in BAR_COLUMNS_DB if c not in KEY]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -85,6 +85,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--tickers", type=int, default=503, help="S&P-like tickers (+ 20 ETFs), at most 503")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--market-size", type=int, default=11_000,
+                        help="symbols in each grouped answer, the universe's plus generated others (0: none)")
     parser.add_argument("--noop-runs", type=int, default=3, help="no-op runs after the cold one (best is used)")
     parser.add_argument("--import-runs", type=int, default=3, help="bare imports timed (best is used)")
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
@@ -110,10 +112,11 @@ def ingest_env(server_url: str, database_url: str, start: dt.date) -> dict[str, 
                      MIN_SP500_SYMBOLS="1")
 
 
-def run_cli(env: dict[str, str], workdir: Path, name: str) -> tuple[object, dict]:
+def run_cli(env: dict[str, str], workdir: Path, name: str,
+            runner: Sequence[str] = ("-m", "CandleThrob.ingestion.ingest_data")) -> tuple[object, dict]:
     report = workdir / f"{name}.json"
-    child = run_child([PYTHON, "-m", "CandleThrob.ingestion.ingest_data", "--end", END.isoformat(),
-                       "--report", str(report), "--no-progress"], env=env, cwd=workdir)
+    child = run_child([PYTHON, *runner, "--end", END.isoformat(), "--report", str(report), "--no-progress"],
+                      env=env, cwd=workdir)
     if child.returncode != 0 or not report.exists():
         raise RuntimeError(f"ingest run {name} exited {child.returncode}:\n{child.stdout}\n{child.stderr[-4000:]}")
     return child, json.loads(report.read_text())
@@ -181,26 +184,13 @@ def raw_sqlite(path: Path, rows: list[tuple]) -> float:
     engine = create_engine(f"sqlite:///{path}")
     metadata.create_all(engine)
     engine.dispose()
-    conn = sqlite3.connect(path, isolation_level=None)
-    # the pragmas CandleThrob's engine sets
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    sql = (f"INSERT INTO ticker_data ({', '.join(BAR_COLUMNS_DB)}) VALUES ({', '.join('?' * len(BAR_COLUMNS_DB))}) "
-           f"ON CONFLICT (ticker, trade_date) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in UPDATED)}")
-    began = time.perf_counter()
-    conn.execute("BEGIN IMMEDIATE")
-    conn.executemany(sql, rows)
-    conn.execute("COMMIT")
-    seconds = time.perf_counter() - began
+    seconds = sqlite_upsert(str(path), BAR_COLUMNS_DB, rows)
+    conn = sqlite3.connect(path)
     count = conn.execute("SELECT count(*) FROM ticker_data").fetchone()[0]
     conn.close()
     if count != len(rows):
         raise RuntimeError(f"raw SQLite stored {count} rows, not {len(rows)}")
     return seconds
-
-
-PG_TYPES = ["varchar", "date", "float8", "float8", "float8", "float8", "float8", "float8", "int8",
-            "varchar", "varchar", "timestamp"]
 
 
 def raw_postgres(pg, database: str, rows: list[tuple]) -> float:
@@ -209,20 +199,9 @@ def raw_postgres(pg, database: str, rows: list[tuple]) -> float:
     engine = create_engine(url)
     metadata.create_all(engine)
     engine.dispose()
-    cols = ", ".join(BAR_COLUMNS_DB)
-    upsert = (f"INSERT INTO ticker_data ({cols}) SELECT {cols} FROM stage "
-              f"ON CONFLICT (ticker, trade_date) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in UPDATED)}")
-    with psycopg.connect(host=pg.dir, user=pg.user, dbname=database) as conn:
-        began = time.perf_counter()
-        with conn.cursor() as cur:
-            cur.execute("CREATE TEMPORARY TABLE stage (LIKE ticker_data INCLUDING DEFAULTS) ON COMMIT DROP")
-            with cur.copy(f"COPY stage ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(PG_TYPES)
-                for row in rows:
-                    copy.write_row(row)
-            cur.execute(upsert)
-        conn.commit()
-        seconds = time.perf_counter() - began
+    conninfo = {"host": pg.dir, "user": pg.user, "dbname": database}
+    seconds = postgres_upsert(conninfo, BAR_COLUMNS_DB, rows)
+    with psycopg.connect(**conninfo) as conn:
         count = conn.execute("SELECT count(*) FROM ticker_data").fetchone()[0]
     if count != len(rows):
         raise RuntimeError(f"raw PostgreSQL stored {count} rows, not {len(rows)}")
@@ -563,7 +542,7 @@ def main(argv=None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="candlethrob-bench-ingest-") as tmp, \
                 ServerProcess(args.tickers, start.isoformat(), END.isoformat(), args.seed,
-                              request_log=Path(tmp) / "requests.jsonl") as server:
+                              request_log=Path(tmp) / "requests.jsonl", market_size=args.market_size) as server:
             workdir = Path(tmp)
             os.chmod(workdir, 0o755)
             print(f"server process {server.proc.pid} at {server.url}", flush=True)

@@ -1,0 +1,336 @@
+"""CPU of CandleThrob's ingest on full-market grouped answers, next to the raw path on the same answers.
+
+    python bench/bench_cpu.py [--years 2] [--db sqlite|postgresql|both] [--market-size 11000]
+                              [--stages] [--cprofile] [--top 25]
+
+The local server runs as its own process with generated data (``--tickers``
+S&P 500 companies + 20 ETFs, ``--years`` years through 2026-06-26) and grouped
+days that list ``--market-size`` symbols, as Polygon's list the whole market. Per
+database, in one run of this script:
+
+* **ingest**: the CLI as a child process on an empty database, no rate limit
+  (``python -m CandleThrob.ingestion.ingest_data --end ... --no-progress --report r.json``);
+  its user + sys CPU and peak RSS come from ``wait4`` of exactly that child;
+* **raw**: the cold run's own data answers, fetched once more and saved to
+  files, then one child process (``bench/_raw.py``, standard library and the
+  driver only) that reads each body, ``json.loads`` it, keeps the universe's
+  tickers, builds the driver's tuples and upserts them in one transaction by
+  the raw path of ``bench_ingest.py`` (SQLite ``executemany``; psycopg binary
+  ``COPY`` then ``INSERT ... SELECT ... ON CONFLICT``); CPU measured the same way;
+* **ratio** ingest CPU / raw CPU (goal <= 2), and the CPU of a no-op ingest run
+  (start-up, universe, coverage: the fixed part of the ingest's CPU).
+
+``--stages`` adds the CPU of each step of the per-answer path (parse -> bars
+frame -> filter -> validate -> bulk write) run in this process over the saved
+answers; ``--cprofile`` the top functions, by own and by cumulative time, of an
+in-process cold run (one fetch worker; the fetch thread profiled too, each
+thread's CPU by ``time.thread_time``). Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import io
+import json
+import os
+import pstats
+import re
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+# _common first: it puts the repository on sys.path
+from _common import API_KEY, PYTHON, ROOT, ServerProcess, clean_env, machine_line, markdown_table, run_child
+from bench_ingest import END, data_requests, history_start, in_process_config, ingest_env, run_cli
+
+import psutil
+import urllib3
+from sqlalchemy import create_engine
+
+from CandleThrob.testing.datagen import ETF_TICKERS, sp500_companies
+from CandleThrob.warehouse.schema import BAR_COLUMNS_DB, metadata
+
+TARGET_RATIO = 2.0
+BATCH = 25  # answers per batch, as the CLI's default BATCH_SIZE
+_GROUPED = re.compile(r"/v2/aggs/grouped/locale/us/market/stocks/(\d{4}-\d{2}-\d{2})")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--years", type=int, default=2, help="history loaded by the cold run")
+    parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--tickers", type=int, default=503, help="S&P-like tickers (+ 20 ETFs), at most 503")
+    parser.add_argument("--market-size", type=int, default=11_000,
+                        help="symbols in each grouped answer, the universe's plus generated others")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--what-if", action="store_true",
+                        help="also the ingest CPU with the source keeping only the universe's bars "
+                             "(bench/_ingest_filtered.py: the change proposed for source/polygon.py)")
+    parser.add_argument("--stages", action="store_true", help="CPU of each step of the per-answer path")
+    parser.add_argument("--cprofile", action="store_true", help="top functions of a profiled in-process cold run")
+    parser.add_argument("--top", type=int, default=25, help="functions listed by each profile order")
+    return parser.parse_args(argv)
+
+
+def cpu(child) -> float:
+    return child.user_s + child.sys_s
+
+
+# ---- the answers, saved once ------------------------------------------------------------
+
+def save_bodies(server_url: str, requests: list[dict], folder: Path) -> list[list]:
+    """Each data request's body in a file; [file, session date (grouped) or None] per request."""
+    folder.mkdir()
+    pool = urllib3.PoolManager(headers={"Authorization": f"Bearer {API_KEY}"})
+    bodies = []
+    for i, entry in enumerate(requests):
+        url = server_url + entry["path"] + (f"?{entry['query']}" if entry.get("query") else "")
+        path = folder / f"{i:05d}.json"
+        path.write_bytes(pool.request("GET", url).data)
+        session = _GROUPED.fullmatch(entry["path"])
+        bodies.append([str(path), session.group(1) if session else None])
+    pool.clear()
+    return bodies
+
+
+# ---- the raw path, as its own process -------------------------------------------------------
+
+def fresh_database(name: str, workdir: Path, pg) -> tuple[str, object]:
+    """(SQLAlchemy URL, the raw writer's target) of an empty database with the schema."""
+    if name == "sqlite":
+        path = workdir / f"raw-{uuid.uuid4().hex[:8]}.db"
+        url, target = f"sqlite:///{path}", str(path)
+    else:
+        database = f"raw_{uuid.uuid4().hex[:8]}"
+        url, target = pg.create_database(database), {"host": pg.dir, "user": pg.user, "dbname": database}
+    engine = create_engine(url)
+    metadata.create_all(engine)
+    engine.dispose()
+    return url, target
+
+
+def run_raw(name: str, target: object, tickers: list[str], bodies: list[list], workdir: Path):
+    job = workdir / f"raw-{name}.json"
+    job.write_text(json.dumps({"db": name, "target": target, "columns": list(BAR_COLUMNS_DB),
+                               "tickers": tickers, "bodies": bodies}))
+    child = run_child([PYTHON, str(ROOT / "bench" / "_raw.py"), str(job)], env=clean_env(), cwd=workdir)
+    if child.returncode != 0:
+        raise RuntimeError(f"raw loader exited {child.returncode}: {child.stderr[-3000:]}")
+    return child, json.loads(child.stdout)
+
+
+# ---- where the CPU goes: the per-answer path, step by step ----------------------------------
+
+def stage_cpu(bodies: list[list], tickers: list[str], database_url: str) -> str:
+    """CandleThrob's per-answer steps over the saved answers, as the executor chains them
+    (batches of BATCH answers), each step's CPU (``process_time``) summed."""
+    import pandas as pd
+
+    from CandleThrob.bars import bars_from_polygon, concat_bars
+    from CandleThrob.ingestion.writer import with_source
+    from CandleThrob.quality.validator import DataQualityValidator
+    from CandleThrob.warehouse.bulk import upsert_bars
+
+    engine = create_engine(database_url)
+    validator = DataQualityValidator()
+    wanted = set(tickers)
+    spent: dict[str, float] = {}
+    run_id, now = str(uuid.uuid4()), dt.datetime.now()
+
+    def timed(step: str, function, *args, **kwargs):
+        began = time.process_time()
+        result = function(*args, **kwargs)
+        spent[step] = spent.get(step, 0.0) + time.process_time() - began
+        return result
+
+    rows = 0
+    for start in range(0, len(bodies), BATCH):
+        frames = []
+        for path, _ in bodies[start:start + BATCH]:
+            data = Path(path).read_bytes()
+            results = timed("json.loads", json.loads, data).get("results") or []
+            bars = timed("bars_from_polygon (all results)", bars_from_polygon, results)
+            frames.append(timed("filter to the universe", lambda b: b[b["ticker"].isin(wanted)].assign(
+                source="grouped"), bars))
+        bars = timed("concat + source", lambda parts: with_source(concat_bars(parts)), frames)
+        check = timed("validate (check)", validator.check, bars, end=pd.Timestamp(END), gaps=False)
+
+        def write(accepted) -> int:
+            with engine.begin() as conn:
+                return upsert_bars(conn, accepted, run_id, now)
+        rows += timed("bulk upsert (one transaction per batch)", write, check.accepted)
+    engine.dispose()
+    total = sum(spent.values())
+    table = [[step, f"{seconds:.2f}", f"{seconds / total:.0%}"] for step, seconds in spent.items()]
+    table.append(["total", f"{total:.2f}", "100%"])
+    return (f"per-answer path in this process, {len(bodies)} answers, {rows:,} rows written "
+            f"(CPU by process_time):\n\n" + markdown_table(["step", "CPU s", "share"], table))
+
+
+def profile_cold_run(server_url: str, database_url: str, start: dt.date, top: int) -> str:
+    """Top functions of an in-process cold run with one fetch worker. The executor fetches
+    the next batch in its own thread, so that thread is profiled too; every profiler
+    times its thread's CPU (``time.thread_time``), so the two add up to the run's CPU."""
+    from CandleThrob.ingestion.executor import BatchExecutor
+    from CandleThrob.ingestion.pipeline import CompleteDataIngestion, RunOptions
+
+    config, extra = in_process_config(server_url, database_url, start, parallel_processing=False)
+    profiles = []
+    fetch = BatchExecutor.fetch
+
+    def profiled_fetch(self, *args, **kwargs):
+        profile = cProfile.Profile(time.thread_time)
+        profiles.append(profile)
+        profile.enable()
+        try:
+            return fetch(self, *args, **kwargs)
+        finally:
+            profile.disable()
+
+    BatchExecutor.fetch = profiled_fetch
+    main = cProfile.Profile(time.thread_time)
+    began, cpu_began = time.perf_counter(), time.process_time()
+    try:
+        ingestion = CompleteDataIngestion(config, **extra)
+        main.enable()
+        try:
+            result = ingestion.run(RunOptions(end=END))
+        finally:
+            main.disable()
+            ingestion.warehouse.dispose()
+    finally:
+        BatchExecutor.fetch = fetch
+    wall, cpu_spent = time.perf_counter() - began, time.process_time() - cpu_began
+    sections = []
+    for order, title in (("tottime", "own time"), ("cumulative", "cumulative time")):
+        text = io.StringIO()
+        stats = pstats.Stats(main, stream=text)
+        for profile in profiles:
+            stats.add(profile)
+        stats.strip_dirs().sort_stats(order).print_stats(top)
+        body = text.getvalue()
+        sections.append(f"top {top} by {title}:\n" + body[body.find("   ncalls"):].rstrip())
+    return (f"cProfile, in-process cold run, 1 fetch worker: {wall:.1f} s wall, {cpu_spent:.1f} s CPU "
+            f"(both inflated by the profiler), {result['rows_written']:,} rows\n\n" + "\n\n".join(sections))
+
+
+# ---- one database -----------------------------------------------------------------------------
+
+def bench_database(name: str, url: str, server: ServerProcess, workdir: Path, start: dt.date, tickers: list[str],
+                   saved: dict, pg, what_if: bool) -> dict:
+    env = ingest_env(server.url, url, start)
+    server_proc = psutil.Process(server.proc.pid)
+    server_cpu = sum(server_proc.cpu_times()[:2])
+    log_offset = server.request_log.stat().st_size
+    cold, report = run_cli(env, workdir, f"{name}-cold")
+    figures = {"name": name, "ingest_cpu": cpu(cold), "ingest_wall": cold.wall_s, "rss_wait4": cold.max_rss_mb,
+               "rss_report": report["peak_rss_mb"], "rows": report["rows_written"], "calls": report["api_calls"],
+               "server_cpu": sum(server_proc.cpu_times()[:2]) - server_cpu}
+    print(f"  {name}: ingest {figures['ingest_cpu']:.1f} s CPU, {cold.wall_s:.1f} s wall, {figures['rows']:,} rows, "
+          f"{figures['calls']} calls, status {report['status']}; server {figures['server_cpu']:.1f} s CPU", flush=True)
+    noop, _ = run_cli(env, workdir, f"{name}-noop")
+    figures["noop_cpu"] = cpu(noop)
+    if what_if:
+        universe = workdir / "universe.txt"
+        universe.write_text("\n".join(tickers))
+        filtered_url = fresh_database(name, workdir, pg)[0]
+        filtered, filtered_report = run_cli(ingest_env(server.url, filtered_url, start), workdir, f"{name}-filtered",
+                                            runner=[str(ROOT / "bench" / "_ingest_filtered.py"), str(universe)])
+        figures.update(filtered_cpu=cpu(filtered), filtered_rss=filtered.max_rss_mb)
+        print(f"  {name}: ingest with the source's filter {figures['filtered_cpu']:.1f} s CPU, "
+              f"{filtered_report['rows_written']:,} rows", flush=True)
+    if "bodies" not in saved:
+        requests = data_requests(server.request_log, log_offset)
+        saved["bodies"] = save_bodies(server.url, requests, workdir / "bodies")
+        print(f"  saved the cold run's {len(requests)} data answers", flush=True)
+    _, target = fresh_database(name, workdir, pg)
+    raw, counts = run_raw(name, target, tickers, saved["bodies"], workdir)
+    figures.update(raw_cpu=cpu(raw), raw_wall=raw.wall_s, raw_rows=counts["rows"], results=counts["results"],
+                   raw_write=counts["write_s"])
+    print(f"  {name}: raw {figures['raw_cpu']:.1f} s CPU, {raw.wall_s:.1f} s wall ({counts['results']:,} results "
+          f"parsed, {counts['rows']:,} rows kept, write {counts['write_s']:.2f} s)", flush=True)
+    if counts["rows"] != figures["rows"]:
+        print(f"  warning: the raw path kept {counts['rows']:,} rows, the ingest wrote {figures['rows']:,}")
+    return figures
+
+
+def report(all_figures: list[dict], args, start: dt.date) -> None:
+    def row(label, fn):
+        return [label] + [fn(f) for f in all_figures]
+
+    rows = [
+        row("rows written (ingest) / kept (raw)", lambda f: f"{f['rows']:,} / {f['raw_rows']:,}"),
+        row("data answers, results parsed", lambda f: f"{f['calls']}, {f['results']:,}"),
+        row("ingest CPU (user + sys)", lambda f: f"{f['ingest_cpu']:.1f} s"),
+        row("raw CPU (user + sys)", lambda f: f"{f['raw_cpu']:.1f} s"),
+        row(f"ratio ingest / raw (goal <= {TARGET_RATIO:g})",
+            lambda f: f"{f['ingest_cpu'] / f['raw_cpu']:.2f} "
+                      f"{'ok' if f['ingest_cpu'] / f['raw_cpu'] <= TARGET_RATIO else 'OVER'}"),
+        row("no-op ingest CPU (fixed: start-up, universe, coverage)", lambda f: f"{f['noop_cpu']:.1f} s"),
+        row("ratio (ingest - no-op) / raw", lambda f: f"{(f['ingest_cpu'] - f['noop_cpu']) / f['raw_cpu']:.2f}"),
+        row("ingest wall / raw wall", lambda f: f"{f['ingest_wall']:.1f} s / {f['raw_wall']:.1f} s"),
+        row("server CPU during the ingest", lambda f: f"{f['server_cpu']:.1f} s"),
+        row("peak RSS of the ingest: wait4 / report", lambda f: f"{f['rss_wait4']:.0f} / {f['rss_report']:.0f} MB"),
+    ]
+    if args.what_if:
+        rows += [row("what-if, source keeps the universe only: ingest CPU", lambda f: f"{f['filtered_cpu']:.1f} s"),
+                 row("what-if: ratio ingest / raw", lambda f: f"{f['filtered_cpu'] / f['raw_cpu']:.2f}"),
+                 row("what-if: peak RSS (wait4)", lambda f: f"{f['filtered_rss']:.0f} MB")]
+    print(f"\n{args.tickers} tickers + 20 ETFs x {args.years} years ({start}..{END}), grouped answers of "
+          f"{args.market_size:,} symbols, no rate limit:\n")
+    print(markdown_table(["figure"] + [f["name"] for f in all_figures], rows))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    start = history_start(args.years)
+    tickers = [c.symbol for c in sp500_companies()[:args.tickers]] + list(ETF_TICKERS)
+    print(machine_line())
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    databases = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
+    pg = None
+    if "postgresql" in databases:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from pg_server import TempPostgres, server_binaries
+        if server_binaries() is None:
+            print("PostgreSQL: no /usr/lib/postgresql/*/bin/initdb here; measuring SQLite only")
+            databases.remove("postgresql")
+        else:
+            pg = TempPostgres().start()
+    began = time.perf_counter()
+    all_figures, sections, saved = [], [], {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="candlethrob-bench-cpu-") as tmp, \
+                ServerProcess(args.tickers, start.isoformat(), END.isoformat(), args.seed,
+                              request_log=Path(tmp) / "requests.jsonl", market_size=args.market_size) as server:
+            workdir = Path(tmp)
+            os.chmod(workdir, 0o755)
+            print(f"server process {server.proc.pid} at {server.url}", flush=True)
+            for name in databases:
+                url = f"sqlite:///{workdir / 'warehouse.db'}" if name == "sqlite" else pg.create_database("warehouse")
+                all_figures.append(bench_database(name, url, server, workdir, start, tickers, saved, pg,
+                                                  args.what_if))
+            for name in databases if args.stages else ():
+                print(f"  {name}: the per-answer path, step by step ...", flush=True)
+                url, _ = fresh_database(name, workdir, pg)
+                sections.append((f"steps: {name}", stage_cpu(saved["bodies"], tickers, url)))
+            if args.cprofile:
+                print("  cProfile of an in-process cold run (SQLite) ...", flush=True)
+                url, _ = fresh_database("sqlite", workdir, pg)
+                sections.append(("cProfile: sqlite", profile_cold_run(server.url, url, start, args.top)))
+    finally:
+        if pg is not None:
+            pg.stop()
+    report(all_figures, args, start)
+    for title, text in sections:
+        print(f"\n## {title}\n\n{text}")
+    print(f"\ntotal bench time {time.perf_counter() - began:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
