@@ -317,12 +317,9 @@ class DataQualityValidator:
         span = accepted.groupby("ticker")["trade_date"].agg(["min", "max", "size"])
         span["expected"] = (sessions.searchsorted(span["max"], side="right")
                             - sessions.searchsorted(span["min"]))
-        # Present: sessions inside the span with any bar sent, accepted or not.
-        sent = bars.loc[bars["trade_date"].isin(sessions), ["ticker", "trade_date"]].drop_duplicates()
-        sent = sent.join(span[["min", "max"]], on="ticker")
-        sent = sent[sent["trade_date"].between(sent["min"], sent["max"])]
-        missing = _gaps(sent, sessions) if gaps else {}
-        counts = flags.groupby(bars["ticker"]).sum().to_dict("index")
+        missing = self._missing(bars, span, sessions) if gaps else {}
+        # Reasons counted over the rejected rows only: most batches have none.
+        counts = flags[~good].groupby(bars.loc[~good, "ticker"]).sum().to_dict("index")
         big_moves, split_like = self._moves(accepted, splits, previous_close)
 
         # Plain dicts: per-ticker .at lookups would cost more than all the rules.
@@ -337,10 +334,17 @@ class DataQualityValidator:
                 expected_sessions=int(ticker_span["expected"]),
                 missing_sessions=missing.get(ticker, []),
                 first_date=ticker_span["min"], last_date=ticker_span["max"],
-                reasons_count={code: int(n) for code, n in counts[ticker].items() if n},
+                reasons_count={code: int(n) for code, n in counts.get(ticker, {}).items() if n},
                 big_moves=big_moves.get(ticker, []), split_like_moves=split_like.get(ticker, []),
                 min_score=self.min_score)
         return tickers
+
+    @staticmethod
+    def _missing(bars: pd.DataFrame, span: pd.DataFrame, sessions: pd.DatetimeIndex) -> dict[str, list]:
+        """Per ticker, the sessions inside its span without any bar sent, accepted or not."""
+        sent = bars.loc[bars["trade_date"].isin(sessions), ["ticker", "trade_date"]].drop_duplicates()
+        sent = sent.join(span[["min", "max"]], on="ticker")
+        return _gaps(sent[sent["trade_date"].between(sent["min"], sent["max"])], sessions)
 
     def _moves(self, accepted: pd.DataFrame, splits: Mapping, previous_close: Mapping):
         """Per ticker: big moves and split-like moves on days with no split on record."""
