@@ -36,8 +36,10 @@ def bar_rows(bars: pd.DataFrame, run_id: str, ingested_at: Any, date_as: str = "
     """Bars frame (plus a ``source`` column) -> tuples in BAR_COLUMNS_DB order.
     Dates become ISO strings (``iso``) or ``datetime.date`` objects (``date``)."""
     n = len(bars)
-    dates = bars["trade_date"].to_numpy(dtype="datetime64[D]")
-    date_values = dates.astype(str).tolist() if date_as == "iso" else dates.astype(object).tolist()
+    # A batch spans a few dozen sessions: each distinct date is converted once.
+    dates, position = np.unique(bars["trade_date"].to_numpy(dtype="datetime64[D]"), return_inverse=True)
+    dates = dates.astype(str) if date_as == "iso" else dates.astype(object)
+    date_values = dates.astype(object)[position].tolist()
     columns = [
         bars["ticker"].astype(object).tolist(), date_values,
         *(bars[c].to_numpy(dtype="float64").tolist() for c in ("open", "high", "low", "close", "volume")),
