@@ -17,6 +17,7 @@ in New York, so the date is read in that zone, never in the machine's.
 
 from __future__ import annotations
 
+import itertools
 import operator
 from typing import Collection, Iterable, Mapping, Optional
 
@@ -71,25 +72,29 @@ def _numeric(values: list) -> np.ndarray:
     return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype="float64")
 
 
-# The keys every bar of a well-formed answer has: a grouped one's ticker, then
-# the numbers in BAR_COLUMNS order and the stamp (vw and n are optional).
-_ALWAYS_SENT = {True: operator.itemgetter("T", "o", "h", "l", "c", "v", "t"),
-                False: operator.itemgetter("o", "h", "l", "c", "v", "t")}
+_TICKER = operator.itemgetter("T")
 
 
-def _well_formed(results: list[Mapping], grouped: bool) -> Optional[tuple[np.ndarray, np.ndarray]]:
-    """(the ``_ALWAYS_SENT`` values as an object array, their numbers as float64), or None
-    when some result lacks one of those keys or holds junk there: the general path then
+def _bar_numbers(bar: Mapping) -> tuple:
+    # BAR_COLUMNS' numbers, then the stamp; Polygon may leave out vw and n, never the others
+    return bar["o"], bar["h"], bar["l"], bar["c"], bar["v"], bar.get("vw"), bar.get("n"), bar["t"]
+
+
+def _well_formed(results: list[Mapping], grouped: bool) -> Optional[tuple[Optional[list], np.ndarray]]:
+    """(tickers of a grouped answer, one row of ``_bar_numbers`` per result as float64), or
+    None when some result lacks a key it must have or holds junk: the general path then
     decides per column."""
     try:
-        # One C-level pass over the results and one conversion of all the numbers;
-        # the conversion is _numeric's (None -> NaN, a numeric string -> its number).
-        rows = np.array(list(map(_ALWAYS_SENT[grouped], results)), dtype=object)
-        if rows.shape != (len(results), 6 + grouped):
-            return None
-        return rows, rows[:, grouped:].astype("float64")
+        tickers = list(map(_TICKER, results)) if grouped else None
+        # One pass, each number converted right after it is read, while it is still in
+        # the cache (a parsed answer is ~5 MB of objects: every extra pass over it costs
+        # more than the conversion). The conversion is _numeric's: None -> NaN, a
+        # numeric string -> its number, anything else raises.
+        numbers = np.fromiter(itertools.chain.from_iterable(map(_bar_numbers, results)), "float64",
+                              8 * len(results))
     except (KeyError, TypeError, ValueError):
         return None
+    return tickers, numbers.reshape(len(results), 8)
 
 
 def bars_from_polygon(results: Optional[list[Mapping]], ticker: Optional[str] = None,
@@ -110,12 +115,10 @@ def bars_from_polygon(results: Optional[list[Mapping]], ticker: Optional[str] = 
         stamps = pd.Series([r.get("t") for r in results], dtype="float64").to_numpy()
         names = [r.get("T") for r in results] if grouped else [ticker] * len(results)
     else:
-        rows, numbers = parsed
-        columns = dict(zip(PRICE_COLUMNS + ("volume",), numbers[:, :5].T))
-        columns.update(vwap=_numeric([r.get("vw") for r in results]),
-                       transactions=_numeric([r.get("n") for r in results]))
-        stamps = numbers[:, 5]
-        names = rows[:, 0] if grouped else [ticker] * len(results)
+        names, numbers = parsed
+        columns = dict(zip(_POLYGON_KEYS, numbers[:, :7].T))
+        stamps = numbers[:, 7]
+        names = names if grouped else [ticker] * len(results)
     return pd.DataFrame({"ticker": pd.Series(names, dtype=object).to_numpy(),
                          "trade_date": _session_dates(stamps), **columns}, columns=list(BAR_COLUMNS))
 
