@@ -14,7 +14,8 @@ upsert them::
     python bench/_raw.py JOB.json
 
 (JOB: ``db``, ``target`` (a SQLite path or psycopg connection keywords),
-``columns``, ``tickers``, ``bodies``: [file, session date or null]). It imports
+``columns``, ``tickers``, ``bodies``: [file, session date of a grouped answer
+or null, ticker of a range answer or null]). It imports
 only the standard library and the driver, so its CPU is the floor itself.
 """
 
@@ -94,15 +95,16 @@ def load(job: dict) -> dict:
         return days[t]
 
     rows, results_seen = [], 0
-    for path, session in job["bodies"]:
+    for path, session, ticker in job["bodies"]:
         with open(path, "rb") as body:
             results = json.loads(body.read()).get("results") or []
         results_seen += len(results)
         fixed = (session if as_text else dt.date.fromisoformat(session)) if session else None
         for r in results:
-            if r["T"] in wanted:
+            symbol = ticker or r["T"]
+            if symbol in wanted:
                 n = r.get("n")
-                rows.append((r["T"], fixed or day_of(r["t"]), r.get("o"), r.get("h"), r.get("l"), r.get("c"),
+                rows.append((symbol, fixed or day_of(r["t"]), r.get("o"), r.get("h"), r.get("l"), r.get("c"),
                              r.get("v"), r.get("vw"), None if n is None else int(n), run_id, source, stamp))
     writer = sqlite_upsert if as_text else postgres_upsert
     seconds = writer(job["target"], job["columns"], rows)
