@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import datetime as dt
+import functools
 import io
 import json
 import os
@@ -48,6 +49,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Optional
 
 # _common first: it puts the repository on sys.path
 from _common import API_KEY, PYTHON, ROOT, ServerProcess, clean_env, machine_line, markdown_table, run_child
@@ -81,6 +83,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="also the ingest CPU with the source keeping only the universe's bars "
                              "(bench/_ingest_filtered.py: the change proposed for source/polygon.py)")
     parser.add_argument("--stages", action="store_true", help="CPU of each step of the per-answer path")
+    parser.add_argument("--phases", action="store_true",
+                        help="CPU of each pipeline phase in a CLI-like in-process run (with --what-if: twice)")
     parser.add_argument("--cprofile", action="store_true", help="top functions of a profiled in-process cold run")
     parser.add_argument("--top", type=int, default=25, help="functions listed by each profile order")
     return parser.parse_args(argv)
@@ -185,6 +189,64 @@ def stage_cpu(bodies: list[list], tickers: list[str], database_url: str) -> str:
             f"(CPU by process_time):\n\n" + markdown_table(["step", "CPU s", "share"], table))
 
 
+# (label, module, owner, attribute) as bench_ingest's PHASES, timed by each thread's CPU. Indented
+# labels run inside the one above them; the unindented ones do not overlap.
+CPU_PHASES = [
+    ("HTTP request and body (massive, urllib3)", "source.polygon", "PolygonSource", "_send"),
+    ("json.loads", "source.polygon", "PolygonSource", "_decode"),
+    ("bars_from_polygon", "source.polygon", None, "bars_from_polygon"),
+    ("store (validate and write a batch)", "ingestion.executor", "BatchExecutor", "store"),
+    ("  executor: keep the wanted tickers (_grouped_answer)", "ingestion.executor", "BatchExecutor",
+     "_grouped_answer"),
+    ("  quality check", "quality.validator", "DataQualityValidator", "check"),
+    ("  record_check (audit bookkeeping)", "ingestion.state", "RunState", "record_check"),
+    ("  commit (one transaction)", "ingestion.writer", "BatchWriter", "commit"),
+    ("    add_coverage (merge per ticker)", "warehouse.storage", "Warehouse", "add_coverage"),
+    ("    write_bars (bulk upsert)", "warehouse.storage", "Warehouse", "write_bars"),
+    ("    write_audit", "warehouse.storage", "Warehouse", "write_audit"),
+    ("    update_run", "warehouse.storage", "Warehouse", "update_run"),
+    ("executor: cells wanted per grouped day (_wanted_on)", "ingestion.executor", None, "_wanted_on"),
+    ("universe", "universe.stage", "UniverseStage", "resolve"),
+    ("coverage + plan", "planning.stage", "CallPlanner", "plan"),
+    ("finish (report)", "ingestion.pipeline", "CompleteDataIngestion", "_finish"),
+]
+
+
+def cpu_phases(server_url: str, database_url: str, start: dt.date, tickers: Optional[list[str]] = None) -> str:
+    """An in-process cold run configured like the CLI (4 fetch workers, batch 25), the CPU of
+    each phase summed over the threads that ran it; with ``tickers``, as ``--what-if`` runs it."""
+    from bench_ingest import PhaseTimer
+
+    import CandleThrob.source.polygon as polygon
+    from CandleThrob.ingestion.pipeline import CompleteDataIngestion, RunOptions
+
+    config, extra = in_process_config(server_url, database_url, start)
+    convert = polygon.bars_from_polygon
+    if tickers is not None:
+        polygon.bars_from_polygon = functools.partial(convert, tickers=frozenset(tickers))
+    try:
+        with PhaseTimer(CPU_PHASES, time.thread_time) as timer:
+            ingestion = CompleteDataIngestion(config, **extra)
+            began = time.process_time()
+            try:
+                result = ingestion.run(RunOptions(end=END))
+            finally:
+                ingestion.warehouse.dispose()
+            total = time.process_time() - began
+    finally:
+        polygon.bars_from_polygon = convert
+    rows = [[label, f"{timer.seconds[label]:.2f}", f"{timer.seconds[label] / total:.0%}", timer.calls[label]]
+            for label, *_ in CPU_PHASES if label in timer.seconds]
+    outer = sum(timer.seconds.get(label, 0.0) for label, *_ in CPU_PHASES if not label.startswith(" "))
+    rows.append(["the rest (engine, schema, lock, threads, progress, GC)", f"{total - outer:.2f}",
+                 f"{(total - outer) / total:.0%}", ""])
+    rows.append(["run total (process CPU)", f"{total:.2f}", "100%", ""])
+    return (f"in-process cold run, {config.workers} fetch workers, batch {config.batch_size}"
+            + (", source keeping the universe only" if tickers is not None else "")
+            + f": {result['rows_written']:,} rows, CPU by phase (each thread's time.thread_time, summed)\n\n"
+            + markdown_table(["phase", "CPU s", "share", "calls"], rows))
+
+
 def profile_cold_run(server_url: str, database_url: str, start: dt.date, top: int) -> str:
     """Top functions of an in-process cold run with one fetch worker. The executor fetches
     the next batch in its own thread, so that thread is profiled too; every profiler
@@ -286,6 +348,9 @@ def report(all_figures: list[dict], args, start: dt.date) -> None:
     def ratio(f, runs: str) -> float:
         return cpu(least(f[runs])) / cpu(least(f["raw"]))
 
+    def net_ratio(f) -> float:
+        return (cpu(least(f["ingest"])) - f["noop_cpu"]) / cpu(least(f["raw"]))
+
     def split(run) -> str:
         return f"{run.user_s:.1f} + {run.sys_s:.1f}"
 
@@ -299,6 +364,7 @@ def report(all_figures: list[dict], args, start: dt.date) -> None:
             lambda f: f"{ratio(f, 'ingest'):.2f} {'ok' if ratio(f, 'ingest') <= TARGET_RATIO else 'OVER'}"),
         row("user + sys: ingest | raw", lambda f: f"{split(least(f['ingest']))} | {split(least(f['raw']))}"),
         row("no-op ingest CPU (fixed: start-up, universe, coverage)", lambda f: f"{f['noop_cpu']:.1f} s"),
+        row("ratio (ingest - no-op) / raw: the per-answer part", lambda f: f"{net_ratio(f):.2f}"),
         row("wall: ingest | raw", lambda f: f"{least(f['ingest']).wall_s:.1f} s | {least(f['raw']).wall_s:.1f} s"),
         row("server CPU during the first ingest", lambda f: f"{f['server_cpu']:.1f} s"),
         row("peak RSS of the ingest: wait4 / report",
@@ -346,6 +412,12 @@ def main(argv=None) -> int:
                 print(f"  {name}: the per-answer path, step by step ...", flush=True)
                 url, _ = fresh_database(name, workdir, pg)
                 sections.append((f"steps: {name}", stage_cpu(saved["bodies"], tickers, url)))
+            for name in databases if args.phases else ():
+                for universe in [None, tickers] if args.what_if else [None]:
+                    print(f"  {name}: CPU by phase of an in-process run ...", flush=True)
+                    url, _ = fresh_database(name, workdir, pg)
+                    title = f"phases: {name}" + (", what-if" if universe else "")
+                    sections.append((title, cpu_phases(server.url, url, start, universe)))
             if args.cprofile:
                 print("  cProfile of an in-process cold run (SQLite) ...", flush=True)
                 url, _ = fresh_database("sqlite", workdir, pg)
