@@ -104,7 +104,8 @@ def bars_from_polygon(results: Optional[list[Mapping]], ticker: Optional[str] = 
     ``tickers``: keep only the bars of these (a grouped answer lists the whole
     market, ~11,000 symbols: filtering first spares converting the rest)."""
     if results and tickers is not None:
-        results = [r for r in results if r.get("T") in tickers] if ticker is None else \
+        # a symbol that is not a string (a hostile answer's list, say) is no ticker of ours
+        results = [r for r in results if isinstance(r.get("T"), str) and r["T"] in tickers] if ticker is None else \
             (results if ticker in tickers else [])
     if not results:
         return empty_bars()
@@ -112,7 +113,7 @@ def bars_from_polygon(results: Optional[list[Mapping]], ticker: Optional[str] = 
     parsed = _well_formed(results, grouped)
     if parsed is None:
         columns = {key: _numeric([r.get(short) for r in results]) for key, short in _POLYGON_KEYS.items()}
-        stamps = pd.Series([r.get("t") for r in results], dtype="float64").to_numpy()
+        stamps = _numeric([r.get("t") for r in results])  # junk -> NaN -> no date: rejected, not a crash
         names = [r.get("T") for r in results] if grouped else [ticker] * len(results)
     else:
         names, numbers = parsed
