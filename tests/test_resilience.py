@@ -8,7 +8,6 @@ until the test has done what it came to do.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import signal
 import subprocess
@@ -20,7 +19,9 @@ import pytest
 from sqlalchemy import create_engine, update
 from sqlalchemy.exc import OperationalError
 
+from CandleThrob.clock import Clock
 from CandleThrob.ingestion.pipeline import CompleteDataIngestion, RunOptions
+from CandleThrob.reporting.report import summary
 from CandleThrob.reporting.monitor import MemoryBudget
 from CandleThrob.testing.datagen import MarketData, generate_market
 from CandleThrob.testing.polygon_server import PolygonServer
@@ -211,26 +212,33 @@ def test_grouped_days_answered_empty_are_retried_not_recorded(database_url, tmp_
 
 
 def test_time_budget_stops_at_a_batch_boundary_and_the_next_run_resumes(tmp_path, market40):
+    # The budget is read from the run's monotonic clock, here one that moves only when the test
+    # moves it: the run is held inside its second batch, a whole budget passes, then it goes on.
     url = f"sqlite:///{tmp_path / 'run.db'}"
     reference = f"sqlite:///{tmp_path / 'reference.db'}"
-    args = ["--end", END, "--no-progress"]
+    elapsed = [0.0]
+    clock = Clock(now=lambda: dt.datetime(2024, 3, 16, 12, tzinfo=dt.timezone.utc), monotonic=lambda: elapsed[0])
     with PolygonServer(market40, api_key=API_KEY, today=END) as server:
-        assert cli(*args, env=_env(server, reference)).returncode == 0
+        assert cli("--end", END, "--no-progress", env=_env(server, reference)).returncode == 0
         gate = server.hold(after=2, prefix=AGGS)  # the first batch answers; the second waits
-        proc = _popen([*args, "--report", str(tmp_path / "r.json")],
-                      _env(server, url, BATCH_SIZE=2, PARALLEL_PROCESSING="false", MAX_PROCESSING_TIME=1))
+        config = make_config(url, server, batch_size=2, parallel_processing=False, max_workers=1,
+                             max_processing_time=60)
+        ingestion = CompleteDataIngestion(config, clock=clock)
+        outcome: dict = {}
+        run = threading.Thread(target=lambda: outcome.update(ingestion.run(RunOptions(end=pd.Timestamp(END).date()))))
+        run.start()
         assert gate.arrived.wait(60)
-        threading.Event().wait(1.5)  # the budget is wall time: let a whole second of it pass, held here
+        elapsed[0] = 61.0  # past MAX_PROCESSING_TIME while the request is held
         gate.open()
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 1, err
-        assert "stopped early (max_processing_time)" in out
-        report = json.loads((tmp_path / "r.json").read_text())
+        run.join(120)
+        ingestion.warehouse.dispose()
+        assert outcome["exit_code"] == 1 and outcome["stopped"] == "max_processing_time"
+        assert "stopped early (max_processing_time)" in summary(outcome)
         # The held batch completes and is kept; the budget stops the run before the third.
-        assert report["status"] == "partial" and report["remaining_calls"] == 36
-        assert report["api_calls_by_endpoint"] == {"range": 4, "splits": 1, "dividends": 1}
+        assert outcome["status"] == "partial" and outcome["remaining_calls"] == 36
+        assert outcome["api_calls_by_endpoint"] == {"range": 4, "splits": 1, "dividends": 1}
         assert _covered(url) == 4
-        resumed = cli(*args, env=_env(server, url))
+        resumed = cli("--end", END, "--no-progress", env=_env(server, url))
         assert resumed.returncode == 0
     pd.testing.assert_frame_equal(stored(url), stored(reference))
 
