@@ -29,6 +29,7 @@ from CandleThrob.quality.validator import DataQualityValidator, QualityResult
 from CandleThrob.reporting.monitor import MemoryBudget
 from CandleThrob.reporting.progress import Progress
 from CandleThrob.source.polygon import PolygonSource
+from CandleThrob.universe.market import MARKET
 from CandleThrob.warehouse.storage import Warehouse
 
 log = logging.getLogger("CandleThrob.pipeline")
@@ -73,16 +74,17 @@ class BatchExecutor:
                 if pending is None:
                     if self.out_of_budget(state, total - done):
                         return
-                    pending = ahead.submit(self.fetch, batch, typical, progress)
+                    pending = ahead.submit(self.fetch, batch, typical, progress, wanted_on)
                 results, failure = pending.result()
                 pending = None
                 # A normal session's size follows the market (listings come and go), so
                 # it is the latest batch's median, not a record that only ever rises.
-                sizes = sorted(len(r.bars) for r in results if isinstance(r.call, GroupedCall) and r.bars is not None)
+                sizes = sorted(r.bars.attrs.get("answered", len(r.bars)) for r in results
+                               if isinstance(r.call, GroupedCall) and r.bars is not None)
                 typical = sizes[len(sizes) // 2] if sizes else typical
                 if failure is None and index + 1 < len(batches) and not self.stop_event.is_set() \
                         and not self.out_of_budget(state, total - done - len(results)):
-                    pending = ahead.submit(self.fetch, batches[index + 1], typical, progress)
+                    pending = ahead.submit(self.fetch, batches[index + 1], typical, progress, wanted_on)
                 self.store(state, planned, results, wanted_on, previous, splits, typical,
                            grouped=isinstance(batch[0], GroupedCall))
                 done += len(results)
@@ -122,11 +124,12 @@ class BatchExecutor:
         state.remaining_calls = remaining
         return True
 
-    def fetch(self, batch: Batch, typical: int, progress: Progress
+    def fetch(self, batch: Batch, typical: int, progress: Progress, wanted_on: Optional[dict] = None
               ) -> tuple[list[CallResult], Optional[BaseException]]:
         """Make a batch's calls, concurrently when allowed. Returns the completed
         calls and what cut the batch short, if anything: a fatal error in one
-        worker, or a stop request, ends the others before their next request."""
+        worker, or a stop request, ends the others before their next request.
+        A grouped answer keeps the bars of the cells its day must fill (``wanted_on``)."""
         min_tickers = max(1, int(typical * GROUPED_MIN_SHARE))
         fatal: list[FatalError] = []
         source = self.source()
@@ -136,7 +139,9 @@ class BatchExecutor:
             try:
                 self.check_stop()
                 if isinstance(call, GroupedCall):
-                    bars = source.fetch_grouped(call.session.date(), min_tickers=min_tickers)
+                    keep = wanted_on.get(call.session) if wanted_on is not None else None
+                    keep = None if keep is not None and MARKET in keep else keep  # the whole answer
+                    bars = source.fetch_grouped(call.session.date(), min_tickers=min_tickers, tickers=keep)
                 else:
                     bars = source.fetch_range(call.ticker, call.start.date(), call.end.date())
                 progress.called(source.stats().total)

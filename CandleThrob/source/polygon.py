@@ -32,7 +32,7 @@ import functools
 import json
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Collection, Optional, Sequence
 from urllib.parse import quote, urlparse
 
 import pandas as pd
@@ -126,10 +126,14 @@ class PolygonSource:
                                  check=same_ticker)
         return bars_from_polygon(results, ticker=ticker)
 
-    def fetch_grouped(self, day: dt.date, adjusted: bool = False, min_tickers: int = 1) -> pd.DataFrame:
-        """Every ticker's bar for one session. An OK answer with no results, with fewer
-        than ``min_tickers``, or with bars of another day is a glitch of the vendor:
-        retried, never taken as that day's data."""
+    def fetch_grouped(self, day: dt.date, adjusted: bool = False, min_tickers: int = 1,
+                      tickers: Optional[Collection[str]] = None) -> pd.DataFrame:
+        """Every ticker's bar for one session (only those of ``tickers`` when given: an
+        answer lists the whole market, ~11,000 symbols, and converting the rest is waste).
+        ``frame.attrs["answered"]`` is how many bars the answer held in all.
+
+        An OK answer with no results, with fewer than ``min_tickers``, or with bars of
+        another day is a glitch of the vendor: retried, never taken as that day's data."""
         def request() -> Answer:
             return self.client.get_grouped_daily_aggs(str(day), adjusted=adjusted, raw=True)
 
@@ -146,7 +150,10 @@ class PolygonSource:
                                      f"(e.g. {shown}); not stored")
 
         body = self._call("grouped", request, what=f"grouped {day}", check=check)
-        return bars_from_polygon(_results(body, f"grouped {day}"))
+        results = _results(body, f"grouped {day}")
+        bars = bars_from_polygon(results, tickers=tickers)
+        bars.attrs["answered"] = len(results)
+        return bars
 
     # ---- corporate actions ------------------------------------------------------
     def fetch_splits(self, since: Optional[dt.date], until: dt.date,
