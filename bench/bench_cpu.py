@@ -1,7 +1,7 @@
 """CPU of CandleThrob's ingest on full-market grouped answers, next to the raw path on the same answers.
 
     python bench/bench_cpu.py [--years 2] [--db sqlite|postgresql|both] [--market-size 11000]
-                              [--repeat 1] [--what-if] [--stages] [--cprofile] [--top 25]
+                              [--repeat 1] [--stages] [--phases] [--cprofile] [--top 25]
 
 The local server runs as its own process with generated data (``--tickers``
 S&P 500 companies + 20 ETFs, ``--years`` years through 2026-06-26) and grouped
@@ -22,10 +22,6 @@ database, in one run of this script:
 
 With ``--repeat N`` both run N times (fresh databases) and the least CPU of
 each is used: other work on a shared machine only ever adds CPU time.
-``--what-if`` also runs the CLI with the source keeping only the universe's
-bars of each answer before converting them (``bench/_ingest_filtered.py``),
-the change to ``source/polygon.py`` proposed in bench/README.md.
-
 ``--stages`` adds the CPU of each step of the per-answer path (parse -> bars
 frame -> filter -> validate -> bulk write) run in this process over the saved
 answers; ``--cprofile`` the top functions, by own and by cumulative time, of an
@@ -38,7 +34,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import datetime as dt
-import functools
 import io
 import json
 import os
@@ -49,7 +44,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Optional
 
 # _common first: it puts the repository on sys.path
 from _common import API_KEY, PYTHON, ROOT, ServerProcess, clean_env, machine_line, markdown_table, run_child
@@ -79,12 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1,
                         help="cold ingest and raw runs per database (fresh databases; the least CPU of each is "
                              "used: other work on the machine only ever adds CPU)")
-    parser.add_argument("--what-if", action="store_true",
-                        help="also the ingest CPU with the source keeping only the universe's bars "
-                             "(bench/_ingest_filtered.py: the change proposed for source/polygon.py)")
     parser.add_argument("--stages", action="store_true", help="CPU of each step of the per-answer path")
     parser.add_argument("--phases", action="store_true",
-                        help="CPU of each pipeline phase in a CLI-like in-process run (with --what-if: twice)")
+                        help="CPU of each pipeline phase in a CLI-like in-process run")
     parser.add_argument("--cprofile", action="store_true", help="top functions of a profiled in-process cold run")
     parser.add_argument("--top", type=int, default=25, help="functions listed by each profile order")
     return parser.parse_args(argv)
@@ -156,9 +147,6 @@ def stage_cpu(bodies: list[list], tickers: list[str], database_url: str) -> str:
     spent: dict[str, float] = {}
     run_id, now = str(uuid.uuid4()), dt.datetime.now()
 
-    def keep(bars, source: str):
-        return bars[bars["ticker"].isin(wanted)].assign(source=source)
-
     def timed(step: str, function, *args, **kwargs):
         began = time.process_time()
         result = function(*args, **kwargs)
@@ -172,8 +160,10 @@ def stage_cpu(bodies: list[list], tickers: list[str], database_url: str) -> str:
         for path, _, ticker in bodies[start:start + BATCH]:
             data = Path(path).read_bytes()
             results = timed("json.loads", json.loads, data).get("results") or []
-            bars = timed("bars_from_polygon (all results)", bars_from_polygon, results, ticker=ticker)
-            frames.append(timed("filter to the universe", keep, bars, source))
+            # as PolygonSource.fetch_grouped: the universe's results only are converted
+            bars = timed("bars_from_polygon (universe's results)", bars_from_polygon, results, ticker=ticker,
+                         tickers=wanted)
+            frames.append(bars.assign(source=source))
         bars = timed("concat + source", lambda parts: with_source(concat_bars(parts)), frames)
         check = timed("validate (check)", validator.check, bars, end=pd.Timestamp(END), gaps=not grouped)
 
@@ -196,8 +186,7 @@ CPU_PHASES = [
     ("json.loads", "source.polygon", "PolygonSource", "_decode"),
     ("bars_from_polygon", "source.polygon", None, "bars_from_polygon"),
     ("store (validate and write a batch)", "ingestion.executor", "BatchExecutor", "store"),
-    ("  executor: keep the wanted tickers (_grouped_answer)", "ingestion.executor", "BatchExecutor",
-     "_grouped_answer"),
+    ("  answers: cells of each grouped day (answers._grouped)", "ingestion.answers", None, "_grouped"),
     ("  quality check", "quality.validator", "DataQualityValidator", "check"),
     ("  record_check (audit bookkeeping)", "ingestion.state", "RunState", "record_check"),
     ("  commit (one transaction)", "ingestion.writer", "BatchWriter", "commit"),
@@ -212,29 +201,22 @@ CPU_PHASES = [
 ]
 
 
-def cpu_phases(server_url: str, database_url: str, start: dt.date, tickers: Optional[list[str]] = None) -> str:
+def cpu_phases(server_url: str, database_url: str, start: dt.date) -> str:
     """An in-process cold run configured like the CLI (4 fetch workers, batch 25), the CPU of
-    each phase summed over the threads that ran it; with ``tickers``, as ``--what-if`` runs it."""
+    each phase summed over the threads that ran it."""
     from bench_ingest import PhaseTimer
 
-    import CandleThrob.source.polygon as polygon
     from CandleThrob.ingestion.pipeline import CompleteDataIngestion, RunOptions
 
     config, extra = in_process_config(server_url, database_url, start)
-    convert = polygon.bars_from_polygon
-    if tickers is not None:
-        polygon.bars_from_polygon = functools.partial(convert, tickers=frozenset(tickers))
-    try:
-        with PhaseTimer(CPU_PHASES, time.thread_time) as timer:
-            ingestion = CompleteDataIngestion(config, **extra)
-            began = time.process_time()
-            try:
-                result = ingestion.run(RunOptions(end=END))
-            finally:
-                ingestion.warehouse.dispose()
-            total = time.process_time() - began
-    finally:
-        polygon.bars_from_polygon = convert
+    with PhaseTimer(CPU_PHASES, time.thread_time) as timer:
+        ingestion = CompleteDataIngestion(config, **extra)
+        began = time.process_time()
+        try:
+            result = ingestion.run(RunOptions(end=END))
+        finally:
+            ingestion.warehouse.dispose()
+        total = time.process_time() - began
     rows = [[label, f"{timer.seconds[label]:.2f}", f"{timer.seconds[label] / total:.0%}", timer.calls[label]]
             for label, *_ in CPU_PHASES if label in timer.seconds]
     outer = sum(timer.seconds.get(label, 0.0) for label, *_ in CPU_PHASES if not label.startswith(" "))
@@ -242,7 +224,6 @@ def cpu_phases(server_url: str, database_url: str, start: dt.date, tickers: Opti
                  f"{(total - outer) / total:.0%}", ""])
     rows.append(["run total (process CPU)", f"{total:.2f}", "100%", ""])
     return (f"in-process cold run, {config.workers} fetch workers, batch {config.batch_size}"
-            + (", source keeping the universe only" if tickers is not None else "")
             + f": {result['rows_written']:,} rows, CPU by phase (each thread's time.thread_time, summed)\n\n"
             + markdown_table(["phase", "CPU s", "share", "calls"], rows))
 
@@ -305,27 +286,20 @@ def bench_database(name: str, url: str, server: ServerProcess, workdir: Path, st
     cold, report = run_cli(env, workdir, f"{name}-cold")
     figures = {"name": name, "rows": report["rows_written"], "calls": report["api_calls"],
                "rss_report": report["peak_rss_mb"], "server_cpu": sum(server_proc.cpu_times()[:2]) - server_cpu,
-               "ingest": [cold], "raw": [], "filtered": []}
+               "ingest": [cold], "raw": []}
     requests = data_requests(server.request_log, log_offset)  # the cold run's own, before any other run's
     if "bodies" not in saved:
         saved["bodies"] = save_bodies(server.url, requests, workdir / "bodies")
         print(f"  saved the cold run's {len(requests)} data answers", flush=True)
     noop, _ = run_cli(env, workdir, f"{name}-noop")
     figures["noop_cpu"] = cpu(noop)
-    universe = workdir / "universe.txt"
-    universe.write_text("\n".join(tickers))
     for i in range(args.repeat):
         if i:
             again = ingest_env(server.url, fresh_database(name, workdir, pg)[0], start)
             figures["ingest"].append(run_cli(again, workdir, f"{name}-cold{i}")[0])
-        if args.what_if:
-            filtered_env = ingest_env(server.url, fresh_database(name, workdir, pg)[0], start)
-            figures["filtered"].append(run_cli(filtered_env, workdir, f"{name}-filtered{i}", runner=[
-                str(ROOT / "bench" / "_ingest_filtered.py"), str(universe)])[0])
         raw, counts = run_raw(name, fresh_database(name, workdir, pg)[1], tickers, saved["bodies"], workdir)
         figures["raw"].append(raw)
         print(f"  {name}: ingest {cpu(figures['ingest'][-1]):.1f} s CPU ({figures['ingest'][-1].wall_s:.1f} s wall)"
-              + (f", with the source's filter {cpu(figures['filtered'][-1]):.1f} s" if args.what_if else "")
               + f", raw {cpu(raw):.1f} s CPU ({raw.wall_s:.1f} s wall)", flush=True)
     figures.update(raw_rows=counts["rows"], results=counts["results"])
     if counts["rows"] != figures["rows"]:
@@ -370,11 +344,6 @@ def report(all_figures: list[dict], args, start: dt.date) -> None:
         row("peak RSS of the ingest: wait4 / report",
             lambda f: f"{max(r.max_rss_mb for r in f['ingest']):.0f} / {f['rss_report']:.0f} MB"),
     ]
-    if args.what_if:
-        rows += [row(f"what-if, source keeps the universe only: ingest CPU, {least_of}",
-                     lambda f: spread(f["filtered"])),
-                 row("what-if: ratio ingest / raw", lambda f: f"{ratio(f, 'filtered'):.2f}"),
-                 row("what-if: peak RSS (wait4)", lambda f: f"{max(r.max_rss_mb for r in f['filtered']):.0f} MB")]
     print(f"\n{args.tickers} tickers + 20 ETFs x {args.years} years ({start}..{END}), grouped answers of "
           f"{args.market_size:,} symbols, no rate limit:\n")
     print(markdown_table(["figure"] + [f["name"] for f in all_figures], rows))
@@ -413,11 +382,9 @@ def main(argv=None) -> int:
                 url, _ = fresh_database(name, workdir, pg)
                 sections.append((f"steps: {name}", stage_cpu(saved["bodies"], tickers, url)))
             for name in databases if args.phases else ():
-                for universe in [None, tickers] if args.what_if else [None]:
-                    print(f"  {name}: CPU by phase of an in-process run ...", flush=True)
-                    url, _ = fresh_database(name, workdir, pg)
-                    title = f"phases: {name}" + (", what-if" if universe else "")
-                    sections.append((title, cpu_phases(server.url, url, start, universe)))
+                print(f"  {name}: CPU by phase of an in-process run ...", flush=True)
+                url, _ = fresh_database(name, workdir, pg)
+                sections.append((f"phases: {name}", cpu_phases(server.url, url, start)))
             if args.cprofile:
                 print("  cProfile of an in-process cold run (SQLite) ...", flush=True)
                 url, _ = fresh_database("sqlite", workdir, pg)

@@ -17,6 +17,7 @@ from CandleThrob.errors import HistoryWindowError
 from CandleThrob.ingestion.state import CallResult, RunState
 from CandleThrob.planning.coverage import Interval
 from CandleThrob.planning.planner import GroupedCall
+from CandleThrob.universe.market import MARKET, common_mask
 from CandleThrob.warehouse.gaps import Gap
 
 log = logging.getLogger("CandleThrob.pipeline")
@@ -83,8 +84,12 @@ def _grouped(state: RunState, result: CallResult, wanted: set[str], answers: Ans
         state.failed_day_errors[str(day)] = str(result.error)
         log.error("grouped day %s failed: %s", day, result.error)
         return
-    bars = result.bars[result.bars["ticker"].isin(wanted)]
-    for ticker in sorted(wanted - set(bars["ticker"])):
+    if MARKET in wanted:  # UNIVERSE=all: every common stock and ETF of the answer
+        bars = result.bars[common_mask(result.bars["ticker"]) | result.bars["ticker"].isin(wanted)]
+    else:
+        bars = result.bars[result.bars["ticker"].isin(wanted)]
+    # A symbol of the market that does not trade is no gap: listings come and go.
+    for ticker in sorted(wanted - set(bars["ticker"]) - {MARKET}):
         if ticker in state.outcomes:
             state.outcomes[ticker].flag("absent_from_grouped_day", [str(day)])
             answers.touched.add(ticker)

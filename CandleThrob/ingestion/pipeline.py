@@ -50,6 +50,7 @@ from CandleThrob.source.fred import FredSource
 from CandleThrob.source.polygon import PolygonSource, SourceStats
 from CandleThrob.universe.pages import ConstituentsPage, fetch_constituents_page
 from CandleThrob.universe.events import TickerEventsStage
+from CandleThrob.universe.market import MARKET
 from CandleThrob.universe.pit import wanted_spans
 from CandleThrob.universe.stage import Universe, UniverseStage
 from CandleThrob.warehouse.engine import create_db_engine, database_label
@@ -298,6 +299,8 @@ class CompleteDataIngestion:
             spans = wanted_spans(universe.membership, set(tickers), window_start, end, self.config.former_members)
             tickers += sorted(set(spans) - set(tickers))
         former = tickers[len(universe.tickers):]
+        market = [MARKET] if self.config.universe == "all" else []  # every common stock of the grouped days
+        tickers += market
         planned = planner.plan(tickers, end, start=options.start, full_refresh=options.full_refresh,
                                shard=options.shard, floor=floor, spans=spans)
         if options.verify_adjustments:
@@ -312,8 +315,8 @@ class CompleteDataIngestion:
         former_calls = 0
         if former:  # what the former members cost: the same plan without them
             former_calls = planned.plan.calls - planner.plan(
-                universe.tickers, end, start=options.start, full_refresh=options.full_refresh, shard=options.shard,
-                floor=floor, spans=spans).plan.calls
+                list(universe.tickers) + market, end, start=options.start, full_refresh=options.full_refresh,
+                shard=options.shard, floor=floor, spans=spans).plan.calls
         legacy = upgrade.legacy_starts(self.warehouse)
         ledger_plan = LedgerPlan()
         if options.shard is None or options.shard[0] == 1:

@@ -123,8 +123,20 @@ class RunState:
     failed_stage: Optional[str] = None
 
     def __post_init__(self) -> None:
+        self.planned = frozenset(self.tickers)
         for ticker in self.tickers:
             self.outcomes.setdefault(ticker, TickerOutcome(ticker))
+
+    def listed(self, outcome: "TickerOutcome") -> bool:
+        """Whether a ticker gets its own audit row and report entry: a planned one always; a
+        symbol that ``UNIVERSE=all`` keeps from the grouped answers only when something was wrong
+        (11,000 rows a night that say "ok" would bury the ones that matter)."""
+        return outcome.ticker in self.planned or outcome.status != "ok" or bool(outcome.bars_rejected) \
+            or bool(outcome.flags)
+
+    def market_symbols(self) -> int:
+        """Symbols stored besides the planned tickers (``UNIVERSE=all``)."""
+        return sum(t not in self.planned for t in self.outcomes)
 
     def outcome(self, ticker: str) -> TickerOutcome:
         return self.outcomes.setdefault(ticker, TickerOutcome(ticker))
@@ -150,11 +162,12 @@ class RunState:
                   for name, frame in (("fetched", fetched), ("accepted", check.accepted), ("rejected", check.rejected))}
         for ticker, quality in check.tickers.items():
             outcome = self.outcome(ticker)
-            touched.add(ticker)
             outcome.bars_fetched += int(counts["fetched"].get(ticker, 0))
             outcome.bars_written += int(counts["accepted"].get(ticker, 0))
             outcome.bars_rejected += int(counts["rejected"].get(ticker, 0))
             outcome.add_quality(quality)
+            if self.listed(outcome):
+                touched.add(ticker)
         for ticker in quarantined:
             outcome = self.outcomes[ticker]
             outcome.status = "quarantined"

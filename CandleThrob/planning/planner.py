@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence, Union
+from typing import Collection, Mapping, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -107,8 +107,9 @@ Missing = Union[Mapping[str, Sequence[pd.Timestamp]], Mapping[str, pd.DatetimeIn
 
 
 def plan_calls(missing: Missing, sessions: pd.DatetimeIndex, *,
-               max_range_bars: int = POLYGON_MAX_RANGE_BARS) -> Plan:
-    """The fewest calls covering every missing cell; ``missing`` maps ticker -> sessions."""
+               max_range_bars: int = POLYGON_MAX_RANGE_BARS, grouped_only: Collection[str] = ()) -> Plan:
+    """The fewest calls covering every missing cell; ``missing`` maps ticker -> sessions.
+    Cells of ``grouped_only`` tickers only a grouped call can fill (the whole market's)."""
     if max_range_bars < 1:
         raise ValueError(f"max_range_bars must be at least 1, got {max_range_bars}")
     sessions = pd.DatetimeIndex(sessions)
@@ -117,6 +118,9 @@ def plan_calls(missing: Missing, sessions: pd.DatetimeIndex, *,
     tickers, positions = _missing_positions(missing, sessions)
     range_cost = np.array([-(-(p[-1] - p[0] + 1) // max_range_bars) for p in positions],
                           dtype=np.int64)
+    for i, ticker in enumerate(tickers):
+        if ticker in grouped_only:  # dearer than a grouped call on every session: never ranged
+            range_cost[i] = len(sessions) + 1
 
     cover = _threshold_cover if _all_suffixes(positions, len(sessions)) else _min_cut_cover
     grouped_positions, ranged = cover(positions, range_cost, len(sessions))

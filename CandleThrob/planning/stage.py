@@ -24,6 +24,7 @@ from CandleThrob.planning.planner import Plan, plan_calls
 from CandleThrob.planning.shards import share_of, shard_of
 from CandleThrob.planning.trading_calendar import TradingCalendar
 from CandleThrob.planning.window import default_start
+from CandleThrob.universe.market import MARKET
 from CandleThrob.warehouse.gaps import GapStore
 from CandleThrob.warehouse.storage import Warehouse
 
@@ -83,7 +84,7 @@ class CallPlanner:
                 reachable = days[days >= pd.Timestamp(floor)]
                 unreachable += len(days) - len(reachable)
                 missing[ticker] = reachable
-        plan = plan_calls(missing, sessions)
+        plan = plan_calls(missing, sessions, grouped_only=(MARKET,))
         if shard:
             plan = share_of(plan, shard, set(tickers))
         starts = {}
@@ -93,7 +94,8 @@ class CallPlanner:
             asked = [days[0].date()] if days is not None and len(days) else []
             if stored or asked:
                 starts[ticker] = min(stored + asked)
-        return PlannedRun(plan, missing, tickers, settle=frozenset(settle),
+        # MARKET is no ticker of the run: only the sessions its coverage lacks are.
+        return PlannedRun(plan, missing, [t for t in tickers if t != MARKET], settle=frozenset(settle),
                           retries=sum(len(v) for v in retries.values()),
                           retried=frozenset((t, pd.Timestamp(d)) for t, days in retries.items() for d in days),
                           floor=floor, unreachable=unreachable,

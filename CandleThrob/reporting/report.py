@@ -18,6 +18,7 @@ from CandleThrob.logs import scrub
 from CandleThrob.planning.planner import count_text, duration_text
 from CandleThrob.source.fred import FRED_BURST, FRED_CALLS_PER_MINUTE, FRED_SPACING
 from CandleThrob.source.polygon import SourceStats
+from CandleThrob.universe.market import MARKET
 
 if TYPE_CHECKING:
     from CandleThrob.ingestion.pipeline import Work
@@ -67,6 +68,10 @@ def _bars_plan_lines(work: "Work", total: int, seconds_per_call: float, verify_c
     if planned.floor is not None and planned.unreachable:
         lines.append(f"history window: {planned.unreachable:,} cells before {planned.floor} are older than this "
                      "key's plan serves (POLYGON_HISTORY_YEARS); not asked")
+    market = planned.missing.get(MARKET)
+    if market is not None and len(market):
+        lines.append(f"whole market (UNIVERSE=all): {count_text(len(market), 'session')} stored whole, every "
+                     "common stock and ETF of their grouped answers; no call per symbol")
     if work.former:
         lines.append(f"point in time: {len(work.former)} former members or earlier symbols inside the window "
                      f"(FORMER_MEMBERS), {work.former_calls:+d} calls for them"
@@ -124,8 +129,9 @@ def run_result(state: RunState, work: "Work", stats: SourceStats, *, seconds: fl
                                                                               or work.planned.floor),
         "verified": state.verified, "macro_only": not work.bars, "macro": state.macro.report(),
         "seconds": round(seconds, 3), "peak_rss_mb": round(peak_rss_mb, 1), "database": database,
+        "market_symbols": state.market_symbols(),
         "outcomes": {t: {k: v for k, v in o.row(state.run_id).items() if k != "run_id"}
-                     for t, o in sorted(state.outcomes.items())},
+                     for t, o in sorted(state.outcomes.items()) if state.listed(o)},
         "metrics": metrics,
     }
 
