@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import operator
-from typing import Collection, Iterable, Mapping, Optional
+from typing import Collection, Iterable, Mapping, Optional, Union
 
 import numpy as np
 import pandas as pd
@@ -52,10 +52,10 @@ def epoch_ms_to_session_date(ms: Iterable) -> pd.Series:
     return stamps.dt.tz_convert(NEW_YORK).dt.tz_localize(None).dt.normalize().astype("datetime64[ns]")
 
 
-def _session_dates(ms: np.ndarray) -> np.ndarray:
-    # A grouped answer has one stamp, a range answer one per session: converting
-    # each distinct stamp once spares a time-zone conversion per result.
-    distinct, position = np.unique(ms, return_inverse=True)
+def session_dates(ms: Union[np.ndarray, list]) -> np.ndarray:
+    """``epoch_ms_to_session_date`` as an array. A grouped answer has one stamp, a range answer
+    one per session: converting each distinct stamp once spares a time-zone conversion per result."""
+    distinct, position = np.unique(_numeric(ms) if isinstance(ms, list) else ms, return_inverse=True)
     return epoch_ms_to_session_date(distinct).to_numpy()[position]
 
 
@@ -121,7 +121,7 @@ def bars_from_polygon(results: Optional[list[Mapping]], ticker: Optional[str] = 
         stamps = numbers[:, 7]
         names = names if grouped else [ticker] * len(results)
     return pd.DataFrame({"ticker": pd.Series(names, dtype=object).to_numpy(),
-                         "trade_date": _session_dates(stamps), **columns}, columns=list(BAR_COLUMNS))
+                         "trade_date": session_dates(stamps), **columns}, columns=list(BAR_COLUMNS))
 
 
 def concat_bars(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -57,16 +57,21 @@ def missing_cells(tickers: Sequence[str], coverage: Mapping[str, Sequence[Interv
     else at ``default_start`` for a ticker never asked before.
     """
     out: dict[str, pd.DatetimeIndex] = {}
+    # Most tickers share their coverage (a night adds the same sessions to all): each distinct
+    # (start, coverage) is worked out once, and those tickers share the (immutable) answer.
+    seen: dict[tuple, pd.DatetimeIndex] = {}
     for ticker in tickers:
-        covered = [] if full_refresh else list(coverage.get(ticker, ()))
+        covered = () if full_refresh else tuple(coverage.get(ticker, ()))
         if explicit_start is not None:
             start = explicit_start
         elif coverage.get(ticker):
             start = pd.Timestamp(min(a for a, _ in coverage[ticker]))
         else:
             start = default_start
-        window = sessions[sessions >= start]
-        out[ticker] = missing_sessions(window, covered)
+        key = (start, covered)
+        if key not in seen:
+            seen[key] = missing_sessions(sessions[sessions >= start], covered)
+        out[ticker] = seen[key]
     return out
 
 

@@ -140,18 +140,22 @@ def _missing_positions(missing: Missing, sessions: pd.DatetimeIndex
                        ) -> tuple[list[str], list[np.ndarray]]:
     """Tickers with missing cells (sorted) and each one's sorted session positions."""
     tickers, positions = [], []
+    known: dict[int, np.ndarray] = {}  # tickers often share one index of days: look it up once
     for ticker in sorted(missing):
-        days = pd.DatetimeIndex(missing[ticker])
-        if not len(days):
+        given = missing[ticker]
+        if not len(given):
             continue
-        found = sessions.get_indexer(days)
-        if (found < 0).any():
-            day = days[int(np.argmax(found < 0))]
-            raise ValueError(f"{ticker}: {day.date()} is not a session of the window")
+        if id(given) not in known:  # ``missing`` holds every ``given`` alive: no id is reused
+            days = pd.DatetimeIndex(given)
+            found = sessions.get_indexer(days)
+            if (found < 0).any():
+                day = days[int(np.argmax(found < 0))]
+                raise ValueError(f"{ticker}: {day.date()} is not a session of the window")
+            # Callers pass sorted days; sorting 500 x 2,500 positions again would be
+            # most of the planner's time, so only disorder or repeats pay for it.
+            known[id(given)] = found if (np.diff(found) > 0).all() else np.unique(found)
         tickers.append(ticker)
-        # Callers pass sorted days; sorting 500 x 2,500 positions again would be
-        # most of the planner's time, so only disorder or repeats pay for it.
-        positions.append(found if (np.diff(found) > 0).all() else np.unique(found))
+        positions.append(known[id(given)])
     return tickers, positions
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import pandas as pd
 
@@ -67,9 +67,22 @@ class CallPlanner:
                        + [pd.Timestamp(a) for spans in coverage.values() for a, _ in spans])
         sessions = self.calendar.sessions_in_range(earliest, end)
         missing = missing_cells(planned_for, coverage, sessions, first, explicit, full_refresh)
+        # Tickers with the same cells share one index (missing_cells): each step below is worked
+        # out once per distinct (cells, argument), not 523 times. ``held`` keeps every index of
+        # the run alive, so that an id() in a key is never reused by another.
+        held, done = list(missing.values()), {}
+
+        def shared(ticker: str, step: Callable[[pd.DatetimeIndex, tuple], pd.DatetimeIndex],
+                   argument: tuple) -> pd.DatetimeIndex:
+            key = (step, id(missing[ticker]), argument)
+            if key not in done:
+                done[key] = step(missing[ticker], argument)
+                held.append(done[key])
+            return done[key]
+
         for ticker, wanted in (spans or {}).items():
             if ticker in missing:  # a point-in-time member: only the days its symbol was this company's
-                missing[ticker] = clip(missing[ticker], wanted)
+                missing[ticker] = shared(ticker, _clipped, tuple(wanted))
         retries = self.gaps.pending(end, planned_for)
         settle = self.due_to_settle(end)
         for ticker in planned_for:
@@ -77,7 +90,7 @@ class CallPlanner:
             covered = coverage.get(ticker, ())
             extra += [d for d in settle if any(a <= d <= b for a, b in covered)]
             if extra:
-                missing[ticker] = missing[ticker].union(pd.DatetimeIndex(extra)).sort_values()
+                missing[ticker] = shared(ticker, _with_days, tuple(extra))
         unreachable = 0
         if floor is not None:
             for ticker, days in missing.items():
@@ -122,3 +135,11 @@ class CallPlanner:
         window = {d.date() for d in recent[-self.settle_sessions:]}
         young = sorted((set(self.young()) - settled) | (fetched & window))[-20:]  # the state column's width
         return ",".join(d.isoformat() for d in young)
+
+
+def _clipped(days: pd.DatetimeIndex, spans: tuple) -> pd.DatetimeIndex:
+    return clip(days, list(spans))
+
+
+def _with_days(days: pd.DatetimeIndex, extra: tuple) -> pd.DatetimeIndex:
+    return days.union(pd.DatetimeIndex(extra)).sort_values()

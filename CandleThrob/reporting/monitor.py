@@ -78,7 +78,7 @@ class PerformanceMonitor:
     the peak is only the larger of the two.
     """
 
-    def __init__(self, enabled: bool = True, *, sample_interval: float = 0.05,
+    def __init__(self, enabled: bool = True, *, sample_interval: float = 0.25,
                  clock: Callable[[], float] = time.perf_counter,
                  cpu_clock: Callable[[], float] = time.process_time,
                  rss_mb: Callable[[], float] = current_rss_mb):

@@ -38,7 +38,7 @@ from urllib.parse import quote, urlparse
 import pandas as pd
 from massive import RESTClient
 
-from CandleThrob.bars import bars_from_polygon, epoch_ms_to_session_date
+from CandleThrob.bars import bars_from_polygon, session_dates
 from CandleThrob.config import AdvancedBatchConfig
 from CandleThrob.errors import (CandleThrobError, ConfigError, HistoryWindowError, RetriableError, SkippableError,
                                 error_for_status)
@@ -142,7 +142,7 @@ class PolygonSource:
             if len(results) < min_tickers:
                 raise RetriableError(f"grouped day {day} answered with {len(results)} tickers "
                                      f"(at least {min_tickers} expected)")
-            dates = epoch_ms_to_session_date([r.get("t") for r in results])
+            dates = pd.Series(session_dates([r.get("t") for r in results]))  # one conversion per distinct stamp
             other = dates[dates != pd.Timestamp(day)]
             if len(other):
                 shown = "no date" if pd.isna(other.iloc[0]) else str(other.iloc[0].date())

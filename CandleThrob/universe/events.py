@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from CandleThrob.errors import RetriableError, SkippableError
 from CandleThrob.source.polygon import PolygonSource
-from CandleThrob.universe.pit import Membership
+from CandleThrob.universe.pit import Membership, by_security
 from CandleThrob.warehouse import bulk
 from CandleThrob.warehouse.schema import symbol_changes
 from CandleThrob.warehouse.storage import Warehouse
@@ -41,15 +41,12 @@ class Rename:
 def unsettled_renames(membership: Membership, asked: set[str]) -> list[Rename]:
     """Securities that changed symbol inside a gap of days (not on one known day), not asked yet."""
     found = []
-    history = membership.history.sort_values("valid_from", na_position="first")
-    for security, rows in history.groupby("security_id"):
-        rows = rows.to_dict("records")
-        for before, after in zip(rows, rows[1:]):
-            if (before["ticker"] != after["ticker"] and pd.notna(before["valid_to"]) and pd.notna(after["valid_from"])
-                    and after["valid_from"] - before["valid_to"] > pd.Timedelta(days=1)
-                    and after["ticker"] not in asked):
-                found.append(Rename(before["ticker"], after["ticker"], str(security), before["valid_to"],
-                                    after["valid_from"]))
+    for rows in by_security(membership.history):
+        tickers, starts, ends = rows["ticker"], rows["valid_from"], rows["valid_to"]
+        for i in range(len(tickers) - 1):
+            if (tickers[i] != tickers[i + 1] and pd.notna(ends[i]) and pd.notna(starts[i + 1])
+                    and starts[i + 1] - ends[i] > pd.Timedelta(days=1) and tickers[i + 1] not in asked):
+                found.append(Rename(tickers[i], tickers[i + 1], str(rows["security_id"][i]), ends[i], starts[i + 1]))
     return found
 
 

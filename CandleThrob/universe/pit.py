@@ -187,17 +187,33 @@ def wanted_spans(membership: Membership, current: set[str], start: DateLike, end
     return {ticker: _merged(parts) for ticker, parts in spans.items()}
 
 
+def by_security(history: pd.DataFrame, key: str = "security_id") -> list[dict[str, list]]:
+    """``history``'s rows with a ``key``, grouped by it, each group in ``valid_from`` order (unknown
+    first), as plain lists: the rules below walk each group pair by pair, and a per-group frame
+    would cost more than all of that walking (~500 groups a run)."""
+    ordered = history.sort_values("valid_from", na_position="first", kind="stable")
+    ordered = ordered[ordered[key].notna()].sort_values(key, kind="stable")
+    columns = {c: ordered[c].tolist() for c in ("security_id", "ticker", "valid_from", "valid_to")}
+    keys, groups, start = columns[key], [], 0
+    for i in range(1, len(keys) + 1):
+        if i == len(keys) or keys[i] != keys[start]:
+            groups.append({c: values[start:i] for c, values in columns.items()})
+            start = i
+    return groups
+
+
 def _renamed_from(history: pd.DataFrame) -> dict[str, pd.Timestamp]:
     """Current symbols that a security took by a rename, and since when (META: 2022-06-09)."""
     found = {}
-    for _, rows in history.sort_values("valid_from", na_position="first").groupby("security_id"):
-        if rows["ticker"].nunique() < 2 or pd.notna(rows["valid_to"].iloc[-1]):
+    for rows in by_security(history):
+        tickers = rows["ticker"]
+        if len({t for t in tickers if isinstance(t, str)}) < 2 or pd.notna(rows["valid_to"][-1]):
             continue
-        ticker = rows["ticker"].iloc[-1]
-        same = rows["ticker"].eq(ticker)
-        first_of_block = rows["valid_from"][same & ~same.shift(1, fill_value=False)].iloc[-1]
-        if pd.notna(first_of_block):
-            found[ticker] = first_of_block
+        ticker, first = tickers[-1], len(tickers) - 1
+        while first > 0 and tickers[first - 1] == ticker:  # back to the start of its last block
+            first -= 1
+        if pd.notna(rows["valid_from"][first]):
+            found[ticker] = rows["valid_from"][first]
     return found
 
 
@@ -205,16 +221,12 @@ def _handed_on(history: pd.DataFrame) -> set[tuple[str, pd.Timestamp]]:
     """(symbol, last day) of stays after which the symbol meant something else, or the company
     went on under another symbol: bars after that day are not this stay's."""
     handed = set()
-    for _, rows in history.sort_values("valid_from", na_position="first").groupby("security_id"):
-        rows = rows.to_dict("records")
-        for before, after in zip(rows, rows[1:]):
-            if before["ticker"] != after["ticker"] and pd.notna(before["valid_to"]):
-                handed.add((before["ticker"], before["valid_to"]))
-    for ticker, rows in history.sort_values("valid_from", na_position="first").groupby("ticker"):
-        rows = rows.to_dict("records")
-        for before, after in zip(rows, rows[1:]):
-            if before["security_id"] != after["security_id"] and pd.notna(before["valid_to"]):
-                handed.add((ticker, before["valid_to"]))
+    for key, other in (("security_id", "ticker"), ("ticker", "security_id")):
+        for rows in by_security(history, key):
+            ends, tickers, others = rows["valid_to"], rows["ticker"], rows[other]
+            for i in range(len(ends) - 1):
+                if others[i] != others[i + 1] and pd.notna(ends[i]):
+                    handed.add((tickers[i], ends[i]))
     return handed
 
 
