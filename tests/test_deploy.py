@@ -43,7 +43,7 @@ DOCKER_RUNNER = "io.kestra.plugin.scripts.runner.docker.Docker"
 SCHEDULE = "io.kestra.plugin.core.trigger.Schedule"
 FOR_EACH = "io.kestra.plugin.core.flow.ForEach"
 WALLET_VOLUME = "/opt/oracle/wallet:/opt/oracle/wallet:ro"
-SECRET_ENV = ("POLYGON_API_KEY", "ORACLE_USER", "ORACLE_PASSWORD", "ORACLE_DSN",
+SECRET_ENV = ("POLYGON_API_KEY", "FRED_API_KEY", "ORACLE_USER", "ORACLE_PASSWORD", "ORACLE_DSN",
               "ORACLE_WALLET_PASSWORD")
 SECRET_REF = re.compile(r"\{\{\s*secret\('(?P<name>[A-Z0-9_]+)'\)\s*\}\}")
 PLAIN_ENV = {"TNS_ADMIN": "/opt/oracle/wallet", "CANDLETHROB_KESTRA": "true", "MAX_PROCESSING_TIME": "6600"}

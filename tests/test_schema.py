@@ -46,7 +46,7 @@ def test_the_migrations_build_exactly_the_declared_schema(database_url):
     engine = create_engine(database_url)
     assert Warehouse(engine).create_schema() is None  # a new database: no version found before
     with engine.connect() as conn:
-        assert migrate.current(conn) == migrate.head() == "0004"
+        assert migrate.current(conn) == migrate.head() == migrate.HEAD == "0004"
         # Alembic's own autogenerate finds nothing to change between the database and the code.
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
         assert sorted(inspect(conn).get_view_names()) == ["ticker_data", "ticker_data_total"]
