@@ -1,5 +1,6 @@
 """PerformanceMonitor and MemoryBudget: exact records with injected clocks and RSS."""
 
+import mmap
 import threading
 import time
 import types
@@ -112,10 +113,12 @@ def test_real_memory_readings_see_an_allocation_made_and_freed_inside_the_operat
     monitor = PerformanceMonitor(sample_interval=0.005, rss_mb=rss)
     with monitor.monitor_operation("allocate"):
         floor["mb"] = readings[0]
-        block = bytearray(32 * 1024 * 1024)
+        # A mapping of its own, not the allocator's: freed heap pages that an earlier test left
+        # resident could otherwise be reused, and the resident set would not grow at all.
+        block = mmap.mmap(-1, 32 * 1024 * 1024)
         block[::4096] = b"x" * len(range(0, len(block), 4096))  # touch every page: now it is resident
         assert seen.wait(10)  # the sampler has read the resident set while the block was alive
-        del block
+        block.close()  # unmapped: the pages leave the resident set now
     record = monitor.metrics["allocate"]
     assert record["memory_peak_mb"] >= record["memory_before_mb"] + 30
     assert record["memory_after_mb"] <= record["memory_peak_mb"] - 25  # freed before the end
