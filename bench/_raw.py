@@ -28,7 +28,7 @@ import time
 import uuid
 from typing import Sequence
 
-# Binary COPY types, in ticker_data's column order.
+# Binary COPY types, in ticker_data_raw's column order.
 PG_TYPES = ("varchar", "date", "float8", "float8", "float8", "float8", "float8", "float8", "int8",
             "varchar", "varchar", "timestamp")
 KEY = ("ticker", "trade_date")
@@ -45,7 +45,7 @@ def sqlite_upsert(path: str, columns: Sequence[str], rows: list[tuple]) -> float
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    sql = (f"INSERT INTO ticker_data ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+    sql = (f"INSERT INTO ticker_data_raw ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
            f"ON CONFLICT (ticker, trade_date) DO UPDATE SET {_updates(columns, 'excluded')}")
     began = time.perf_counter()
     conn.execute("BEGIN IMMEDIATE")
@@ -61,12 +61,12 @@ def postgres_upsert(conninfo: dict, columns: Sequence[str], rows: list[tuple]) -
     import psycopg
 
     cols = ", ".join(columns)
-    upsert = (f"INSERT INTO ticker_data ({cols}) SELECT {cols} FROM stage "
+    upsert = (f"INSERT INTO ticker_data_raw ({cols}) SELECT {cols} FROM stage "
               f"ON CONFLICT (ticker, trade_date) DO UPDATE SET {_updates(columns, 'EXCLUDED')}")
     with psycopg.connect(**conninfo) as conn:
         began = time.perf_counter()
         with conn.cursor() as cur:
-            cur.execute("CREATE TEMPORARY TABLE stage (LIKE ticker_data INCLUDING DEFAULTS) ON COMMIT DROP")
+            cur.execute("CREATE TEMPORARY TABLE stage (LIKE ticker_data_raw INCLUDING DEFAULTS) ON COMMIT DROP")
             with cur.copy(f"COPY stage ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(PG_TYPES)
                 for row in rows:

@@ -166,7 +166,7 @@ def data_requests(log: Path, offset: int) -> list[dict]:
 # ---- the raw driver path -------------------------------------------------------------
 
 def raw_rows(bars: pd.DataFrame, dates_as_objects: bool) -> list[tuple]:
-    """The bars as tuples in ticker_data's column order, as a driver takes them."""
+    """The bars as tuples in ticker_data_raw's column order, as a driver takes them."""
     n = len(bars)
     days = bars["trade_date"].to_numpy(dtype="datetime64[D]")
     run_id = str(uuid.uuid4())
@@ -186,7 +186,7 @@ def raw_sqlite(path: Path, rows: list[tuple]) -> float:
     engine.dispose()
     seconds = sqlite_upsert(str(path), BAR_COLUMNS_DB, rows)
     conn = sqlite3.connect(path)
-    count = conn.execute("SELECT count(*) FROM ticker_data").fetchone()[0]
+    count = conn.execute("SELECT count(*) FROM ticker_data_raw").fetchone()[0]
     conn.close()
     if count != len(rows):
         raise RuntimeError(f"raw SQLite stored {count} rows, not {len(rows)}")
@@ -202,7 +202,7 @@ def raw_postgres(pg, database: str, rows: list[tuple]) -> float:
     conninfo = {"host": pg.dir, "user": pg.user, "dbname": database}
     seconds = postgres_upsert(conninfo, BAR_COLUMNS_DB, rows)
     with psycopg.connect(**conninfo) as conn:
-        count = conn.execute("SELECT count(*) FROM ticker_data").fetchone()[0]
+        count = conn.execute("SELECT count(*) FROM ticker_data_raw").fetchone()[0]
     if count != len(rows):
         raise RuntimeError(f"raw PostgreSQL stored {count} rows, not {len(rows)}")
     return seconds
