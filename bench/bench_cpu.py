@@ -105,8 +105,16 @@ def save_bodies(server_url: str, requests: list[dict], folder: Path) -> list[lis
 
 # ---- the raw path, as its own process -------------------------------------------------------
 
+def empty_database(name: str, workdir: Path, pg) -> str:
+    """The URL of an empty database with no table: CandleThrob makes its own schema (Alembic)."""
+    if name == "sqlite":
+        return f"sqlite:///{workdir / f'ingest-{uuid.uuid4().hex[:8]}.db'}"
+    return pg.create_database(f"ingest_{uuid.uuid4().hex[:8]}")
+
+
 def fresh_database(name: str, workdir: Path, pg) -> tuple[str, object]:
-    """(SQLAlchemy URL, the raw writer's target) of an empty database with the schema."""
+    """(SQLAlchemy URL, the raw writer's target) of an empty database with the bars schema
+    (``metadata.create_all``: what a raw loader needs, not a CandleThrob warehouse)."""
     if name == "sqlite":
         path = workdir / f"raw-{uuid.uuid4().hex[:8]}.db"
         url, target = f"sqlite:///{path}", str(path)
@@ -295,7 +303,7 @@ def bench_database(name: str, url: str, server: ServerProcess, workdir: Path, st
     figures["noop_cpu"] = cpu(noop)
     for i in range(args.repeat):
         if i:
-            again = ingest_env(server.url, fresh_database(name, workdir, pg)[0], start)
+            again = ingest_env(server.url, empty_database(name, workdir, pg), start)
             figures["ingest"].append(run_cli(again, workdir, f"{name}-cold{i}")[0])
         raw, counts = run_raw(name, fresh_database(name, workdir, pg)[1], tickers, saved["bodies"], workdir)
         figures["raw"].append(raw)
@@ -383,11 +391,10 @@ def main(argv=None) -> int:
                 sections.append((f"steps: {name}", stage_cpu(saved["bodies"], tickers, url)))
             for name in databases if args.phases else ():
                 print(f"  {name}: CPU by phase of an in-process run ...", flush=True)
-                url, _ = fresh_database(name, workdir, pg)
-                sections.append((f"phases: {name}", cpu_phases(server.url, url, start)))
+                sections.append((f"phases: {name}", cpu_phases(server.url, empty_database(name, workdir, pg), start)))
             if args.cprofile:
                 print("  cProfile of an in-process cold run (SQLite) ...", flush=True)
-                url, _ = fresh_database("sqlite", workdir, pg)
+                url = empty_database("sqlite", workdir, pg)
                 sections.append(("cProfile: sqlite", profile_cold_run(server.url, url, start, args.top)))
     finally:
         if pg is not None:
