@@ -190,7 +190,7 @@ def stage_cpu(bodies: list[list], tickers: list[str], database_url: str) -> str:
 # (label, module, owner, attribute) as bench_ingest's PHASES, timed by each thread's CPU. Indented
 # labels run inside the one above them; the unindented ones do not overlap.
 CPU_PHASES = [
-    ("HTTP request and body (massive, urllib3)", "source.polygon", "PolygonSource", "_send"),
+    ("HTTP request and body (HttpGuard, urllib3)", "source.http", "HttpGuard", "request"),
     ("json.loads", "source.polygon", "PolygonSource", "_decode"),
     ("bars_from_polygon", "source.polygon", None, "bars_from_polygon"),
     ("store (validate and write a batch)", "ingestion.executor", "BatchExecutor", "store"),

@@ -89,15 +89,17 @@ def _grouped(state: RunState, result: CallResult, wanted: set[str], answers: Ans
     keep = np.fromiter((s in wanted for s in symbols), dtype=bool, count=len(symbols))
     if MARKET in wanted:  # UNIVERSE=all: every common stock and ETF of the answer
         keep |= common_mask(result.bars["ticker"])
-    bars = result.bars[keep]
+    bars = result.bars if keep.all() else result.bars[keep]  # the source kept only these already
     # A symbol of the market that does not trade is no gap: listings come and go.
-    for ticker in sorted(wanted - set(bars["ticker"]) - {MARKET}):
+    for ticker in sorted(wanted.difference(symbols[keep].tolist(), (MARKET,))):
         if ticker in state.outcomes:
             state.outcomes[ticker].flag("absent_from_grouped_day", [str(day)])
             answers.touched.add(ticker)
+    interval = (day, day)
     for ticker in wanted:
-        answers.coverage.setdefault(ticker, []).append((day, day))
-    traded = sorted(t for t in wanted if t in previous and previous[t][0] < pd.Timestamp(day))
+        answers.coverage.setdefault(ticker, []).append(interval)
+    stamp = pd.Timestamp(day)
+    traded = sorted(t for t in wanted if t in previous and previous[t][0] < stamp)
     answers.wanted.append(pd.DataFrame({"ticker": np.array(traded, dtype=object),
                                         "trade_date": np.full(len(traded), np.datetime64(day, "ns")),
                                         "empty": np.zeros(len(traded), dtype=bool)}))

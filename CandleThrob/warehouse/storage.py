@@ -130,8 +130,12 @@ class Warehouse:
                 existing[ticker].append((_date(start), _date(end)))
         replace: list[dict] = []
         changed: list[str] = []
+        merges: dict[tuple, list[Interval]] = {}  # most tickers share their intervals: merge each set once
         for ticker in tickers:
-            merged = merge(existing[ticker] + list(new[ticker]))
+            key = (tuple(existing[ticker]), tuple(new[ticker]))
+            if key not in merges:
+                merges[key] = merge(list(key[0]) + list(key[1]))
+            merged = merges[key]
             if merged != sorted(existing[ticker]):
                 changed.append(ticker)
                 replace.extend({"ticker": ticker, "covered_from": a, "covered_to": b, "run_id": run_id}
