@@ -1,6 +1,6 @@
 """The whole market (UNIVERSE=all) and the nightly run at the free tier's rate.
 
-    python bench/bench_market.py [--years 2] [--db sqlite|postgresql] [--market-size 11000]
+    python bench/bench_market.py [--years 2] [--db sqlite|postgresql] [--market-size 11000] [--universe all|sp500]
 
 The local server runs as its own process with generated data (503 S&P-like
 tickers + 20 ETFs through 2026-06-26) and grouped days listing ``--market-size``
@@ -47,13 +47,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--market-size", type=int, default=11_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--universe", choices=("all", "sp500"), default="all",
+                        help="UNIVERSE of the runs (sp500: the nightly figure of the default universe)")
     return parser.parse_args(argv)
 
 
 def env_for(server: ServerProcess, database_url: str, start: dt.date, **extra: str) -> dict[str, str]:
     return clean_env(POLYGON_API_KEY=API_KEY, POLYGON_BASE_URL=server.url,
                      SP500_URL=f"{server.url}/wiki/List_of_S%26P_500_companies", DATABASE_URL=database_url,
-                     HISTORY_START=start.isoformat(), MIN_SP500_SYMBOLS="1", UNIVERSE="all", **extra)
+                     HISTORY_START=start.isoformat(), MIN_SP500_SYMBOLS="1", **extra)
 
 
 def run(env: dict[str, str], workdir: Path, name: str, end: dt.date):
@@ -78,6 +80,10 @@ def main(argv=None) -> int:
                               market_size=args.market_size) as server:
             workdir = Path(tmp)
             os.chmod(workdir, 0o755)
+
+            def env(url: str, **extra: str) -> dict[str, str]:
+                return env_for(server, url, start, UNIVERSE=args.universe, **extra)
+
             if args.db == "postgresql":
                 sys.path.insert(0, str(ROOT / "tests"))
                 from pg_server import TempPostgres
@@ -85,19 +91,19 @@ def main(argv=None) -> int:
                 urls = [pg.create_database("burst"), pg.create_database("spaced")]
             else:
                 urls = [f"sqlite:///{workdir / 'burst.db'}", f"sqlite:///{workdir / 'spaced.db'}"]
-            print(f"cold run, UNIVERSE=all, {start}..{EVE}, grouped answers of {args.market_size:,} symbols ...",
-                  flush=True)
-            cold, cold_report = run(env_for(server, urls[0], start, POLYGON_RATE_LIMIT="0"), workdir, "cold", EVE)
+            print(f"cold run, UNIVERSE={args.universe}, {start}..{EVE}, grouped answers of "
+                  f"{args.market_size:,} symbols ...", flush=True)
+            cold, cold_report = run(env(urls[0], POLYGON_RATE_LIMIT="0"), workdir, "cold", EVE)
             if args.db == "sqlite":
                 shutil.copyfile(workdir / "burst.db", workdir / "spaced.db")
             else:  # the same state: the cold run once more into the second database
-                run(env_for(server, urls[1], start, POLYGON_RATE_LIMIT="0"), workdir, "cold-2", EVE)
+                run(env(urls[1], POLYGON_RATE_LIMIT="0"), workdir, "cold-2", EVE)
             print("nightly runs at 12 s a call ...", flush=True)
-            nightly, nightly_report = run(env_for(server, urls[0], start, POLYGON_RATE_LIMIT="12"), workdir,
+            nightly, nightly_report = run(env(urls[0], POLYGON_RATE_LIMIT="12"), workdir,
                                           "nightly", END)
-            spaced, spaced_report = run(env_for(server, urls[1], start, POLYGON_RATE_LIMIT="12",
-                                                POLYGON_RATE_BURST="1"), workdir, "nightly-spaced", END)
-            noop, noop_report = run(env_for(server, urls[0], start, POLYGON_RATE_LIMIT="12"), workdir, "noop", END)
+            spaced, spaced_report = run(env(urls[1], POLYGON_RATE_LIMIT="12", POLYGON_RATE_BURST="1"), workdir,
+                                        "nightly-spaced", END)
+            noop, noop_report = run(env(urls[0], POLYGON_RATE_LIMIT="12"), workdir, "noop", END)
     finally:
         if pg is not None:
             pg.stop()
@@ -125,7 +131,7 @@ def main(argv=None) -> int:
         [f"nightly - no-op: the calls and their rows (target <= {TARGET_NIGHTLY_S:g} s + latency)",
          f"{own:.2f} s {'ok' if own <= TARGET_NIGHTLY_S else 'OVER'}"],
     ]
-    print(f"\n{args.db}, UNIVERSE=all, {args.years} years, 503 + 20 planned tickers:\n")
+    print(f"\n{args.db}, UNIVERSE={args.universe}, {args.years} years, 503 + 20 planned tickers:\n")
     print(markdown_table(["figure", args.db], rows))
     print(f"\ntotal bench time {time.perf_counter() - began:.0f} s")
     return 0
