@@ -27,7 +27,7 @@ def warehouse_url(tmp_path_factory):
 
 def test_every_subcommand_has_help_and_the_exit_codes():
     names = [command.NAME for command in COMMANDS]
-    assert names == ["ingest", "bars", "export", "status", "report", "members"]
+    assert names == ["ingest", "bars", "export", "status", "report", "members", "macro"]
     code, out, _ = run_cli("--help")
     assert code == 0 and all(f"    {name}" in out for name in names) and "Exit codes: 0 ok; 2 bad usage" in out
     for name in names:
@@ -124,4 +124,4 @@ def test_a_process_never_prints_a_traceback(tmp_path):
 
 def test_the_parser_knows_every_registered_subcommand():
     commands = next(a for a in build_parser()._actions if a.dest == "command")
-    assert sorted(commands.choices) == ["bars", "export", "ingest", "members", "report", "status"]
+    assert sorted(commands.choices) == ["bars", "export", "ingest", "macro", "members", "report", "status"]

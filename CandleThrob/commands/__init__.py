@@ -6,6 +6,6 @@ A subcommand module has ``NAME``, ``HELP`` (one line for ``candlethrob --help``)
 arguments). Adding one is a module and a line here.
 """
 
-from CandleThrob.commands import bars, export, ingest, members, report, status
+from CandleThrob.commands import bars, export, ingest, macro, members, report, status
 
-COMMANDS = (ingest, bars, export, status, report, members)
+COMMANDS = (ingest, bars, export, status, report, members, macro)
