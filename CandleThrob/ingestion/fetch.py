@@ -30,10 +30,7 @@ if TYPE_CHECKING:
 
 def fetch_bars(rt: "Runtime", state: RunState, work: Work, options: RunOptions, writer: BatchWriter,
            ledger: LedgerStage) -> None:
-    """Fetch the plan. While the key's history window is unknown, the call reaching
-    furthest back beyond the free tier's window goes first, alone: if the key may not
-    read that far (HTTP 403), that one refusal teaches the window and the rest is
-    planned within it, instead of every old call being refused in turn."""
+    """Fetch the plan, the history-window probe first when it is needed (see the module's doc)."""
     executor = BatchExecutor(rt.config, lambda: rt.source, rt.warehouse, writer, rt.validator,
                              rt.clock, rt.stop_event, rt.check_stop, rt.memory_budget)
     planned = work.planned

@@ -122,6 +122,8 @@ class RunState:
     error: Optional[str] = None
     failed_stage: Optional[str] = None
 
+    planned: frozenset = field(init=False)  # ``tickers`` as a set, for the per-bar lookups
+
     def __post_init__(self) -> None:
         self.planned = frozenset(self.tickers)
         for ticker in self.tickers:

@@ -30,7 +30,6 @@ import json
 import math
 import random
 import re
-import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -40,7 +39,7 @@ from zoneinfo import ZoneInfo
 
 from CandleThrob.planning.trading_calendar import DateLike, TradingCalendar
 from CandleThrob.testing.datagen import MarketData, to_date
-from CandleThrob.testing.polygon_server import BadRequest, PolygonServer, _Handler
+from CandleThrob.testing.polygon_server import BadRequest, PolygonServer, _Handler, serve_until_stopped
 
 FAULT_KINDS = ("5xx", "reset", "slow", "truncated")
 EARLIEST, LATEST = dt.date(1776, 7, 4), dt.date(9999, 12, 31)
@@ -568,16 +567,7 @@ def main(argv: list[str] | None = None) -> int:
                         send_retry_after=args.send_retry_after, fault_rate=args.fault_rate,
                         fault_kinds=args.fault_kinds, seed=args.seed, stall_seconds=args.stall_seconds,
                         request_log=args.request_log)
-    print(f"listening on {server.url}", flush=True)
-    # SIGTERM ends the server like Ctrl-C: through KeyboardInterrupt, then a clean stop
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    return 0
+    return serve_until_stopped(server)
 
 
 if __name__ == "__main__":

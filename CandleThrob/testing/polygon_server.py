@@ -1028,8 +1028,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     for revision in args.revise:
         day, _, percent = revision.partition(":")
         server.revise_after_first_answer(day, preliminary_bars(market, day, float(percent or 1)))
+    return serve_until_stopped(server)
+
+
+def serve_until_stopped(server: "PolygonServer") -> int:
+    """A command line's server: its URL on the first line of stdout, then serve until Ctrl-C or
+    SIGTERM (both through KeyboardInterrupt), then a clean stop. Exit code 0."""
     print(f"listening on {server.url}", flush=True)
-    # SIGTERM ends the server like Ctrl-C: through KeyboardInterrupt, then a clean stop
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         server.serve_forever()
